@@ -1,0 +1,54 @@
+# ner-triton: fine-tune -> ONNX -> INT8 -> Triton. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+# Build knobs, passed to the build through the environment (empty = default):
+#   MODEL (local path or hub id; default: the offline all-MiniLM-L6-v2), DATA (CoNLL-2003 dir or 'hub'),
+#   EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES, CASING (1/0), SEED, LR, BATCH_SIZE, CALIB_SENTENCES, ARTIFACTS
+export MODEL DATA EPOCHS MAX_TRAIN_SENTENCES MAX_EVAL_SENTENCES CASING SEED LR BATCH_SIZE CALIB_SENTENCES ARTIFACTS
+# Quick build used by `make demo`: a subset of CoNLL-2003, a few minutes on 2 cores.
+DEMO_TRAIN_SENTENCES ?= 3000
+DEMO_EPOCHS ?= 2
+
+.PHONY: help setup build demo test test-fast lint format clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[serve,plots,dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install the project (CPU torch from local disk); quick when done
+	@echo "environment ready: $(VENV)"
+
+build: setup ## Fine-tune, export, quantize, evaluate; writes artifacts/report.{json,md}
+	$(PY) build/build.py
+
+demo: setup ## The main job on the embedded default: a quick build on a CoNLL-2003 subset
+	MAX_TRAIN_SENTENCES=$${MAX_TRAIN_SENTENCES:-$(DEMO_TRAIN_SENTENCES)} EPOCHS=$${EPOCHS:-$(DEMO_EPOCHS)} \
+	  ARTIFACTS=$${ARTIFACTS:-artifacts/demo} $(PY) build/build.py
+
+test: setup ## Run the whole test suite
+	$(PY) -m pytest
+
+test-fast: setup ## Run the tests without the slow end-to-end ones
+	$(PY) -m pytest -m "not slow"
+
+lint: setup ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check src tests build
+	$(VENV)/bin/ruff format --check src tests build
+	$(VENV)/bin/mypy
+
+format: setup ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests build
+	$(VENV)/bin/ruff format src tests build
+
+clean: ## Remove build outputs (keeps .venv)
+	rm -rf artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,129 @@
+"""Text <-> sub-tokens: the one place that decides which sub-token speaks for which word.
+
+A *word* is what the tokenizer's pre-tokenizer produces (for BERT: split on whitespace and
+punctuation), identified by the fast tokenizer's ``word_ids``. Only the **first sub-token of each
+word** carries a label in training and a prediction at inference; later sub-tokens are ignored.
+The same rule is used by fine-tuning, evaluation, the Triton postprocess step and the client.
+
+Every sub-token also gets a *casing id* computed from its surface text in the original string:
+uncased checkpoints lower-case their input, and casing is the strongest cue for names.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ner_triton.labels import LabelMap
+from ner_triton.schema import ATTENTION_MASK, CASING_IDS, IGNORE_INDEX, INPUT_IDS
+
+# Casing classes of a sub-token's surface text. 0 is reserved for special and pad tokens.
+CASING_CLASSES = ("special", "lower", "title", "upper", "mixed", "digit", "other")
+NUM_CASING = len(CASING_CLASSES)
+
+
+def casing_id(piece: str) -> int:
+    """Casing class of one sub-token's surface text (see :data:`CASING_CLASSES`)."""
+    if not piece:
+        return 0
+    if any(c.isdigit() for c in piece):
+        return 5
+    letters = [c for c in piece if c.isalpha()]
+    if not letters:
+        return 6
+    if all(c.islower() for c in letters):
+        return 1
+    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
+        return 2
+    if all(c.isupper() for c in letters):
+        return 3
+    return 4
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One text, tokenized: ids, casing, character offsets and word ids per sub-token."""
+
+    input_ids: list[int]
+    casing_ids: list[int]
+    offsets: list[tuple[int, int]]
+    word_ids: list[int | None]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def first_subtokens(self) -> list[int]:
+        """Positions of the first sub-token of every word, in order."""
+        out, prev = [], None
+        for i, w in enumerate(self.word_ids):
+            if w is not None and w != prev:
+                out.append(i)
+            prev = w if w is not None else prev
+        return out
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[Encoding]:
+    """Tokenize raw texts with a fast tokenizer (special tokens added, truncated to ``max_length``)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError("a fast (Rust) tokenizer is needed for offsets and word ids")
+    batch = tokenizer(
+        list(texts),
+        return_offsets_mapping=True,
+        truncation=True,
+        max_length=max_length,
+        add_special_tokens=True,
+    )
+    out = []
+    for i, text in enumerate(texts):
+        offsets = [tuple(o) for o in batch["offset_mapping"][i]]
+        word_ids = batch.word_ids(i)
+        casing = [0 if w is None else casing_id(text[s:e]) for (s, e), w in zip(offsets, word_ids, strict=True)]
+        out.append(Encoding(list(batch["input_ids"][i]), casing, offsets, word_ids))  # type: ignore[arg-type]
+    return out
+
+
+def subtoken_labels(
+    encoding: Encoding, token_starts: Sequence[int], tags: Sequence[str], labels: LabelMap
+) -> list[int]:
+    """Training labels: the first sub-token of each word gets its tag, every other position -100.
+
+    ``token_starts``/``tags`` describe the gold tokens (e.g. CoNLL tokens) of the text. A gold
+    token that the pre-tokenizer splits into several words (``U.S.`` -> ``u . s .``) gives its
+    tag to the first word and the matching ``I-`` tag to the others.
+    """
+    ids = labels.label2id
+    out = [IGNORE_INDEX] * len(encoding)
+    for pos in encoding.first_subtokens():
+        start = encoding.offsets[pos][0]
+        t = bisect.bisect_right(token_starts, start) - 1
+        tag = tags[t]
+        if start != token_starts[t] and tag != "O":
+            tag = "I-" + tag[2:]
+        out[pos] = ids[tag]
+    return out
+
+
+def word_tags_to_token_tags(encoding: Encoding, subtoken_tags: Sequence[str], token_starts: Sequence[int]) -> list[str]:
+    """Tags of gold tokens from per-sub-token predicted tags: each token takes the tag of the
+    first sub-token that starts exactly where the token starts; tokens with none get ``O``."""
+    by_start: dict[int, str] = {}
+    for pos in encoding.first_subtokens():
+        by_start.setdefault(encoding.offsets[pos][0], subtoken_tags[pos])
+    return [by_start.get(s, "O") for s in token_starts]
+
+
+def pad_batch(encodings: Sequence[Encoding], pad_id: int = 0) -> dict[str, np.ndarray]:
+    """Pad a batch to its longest member: int64 ``input_ids``, ``attention_mask``, ``casing_ids``."""
+    n = max(len(e) for e in encodings)
+    ids = np.full((len(encodings), n), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encodings), n), dtype=np.int64)
+    casing = np.zeros((len(encodings), n), dtype=np.int64)
+    for i, e in enumerate(encodings):
+        ids[i, : len(e)] = e.input_ids
+        mask[i, : len(e)] = 1
+        casing[i, : len(e)] = e.casing_ids
+    return {INPUT_IDS: ids, ATTENTION_MASK: mask, CASING_IDS: casing}

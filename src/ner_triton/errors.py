@@ -1,0 +1,38 @@
+"""Exception tree of ner_triton.
+
+    NerTritonError              base class: every error this package raises on purpose
+    +-- ConfigError             a setting (MODEL, DATA, EPOCHS, ...) has a bad value
+    +-- DataError               a data file is missing, empty or malformed (names file and line)
+    +-- ModelLoadError          a model checkpoint cannot be found or loaded
+    +-- ExportError             ONNX export failed or its outputs drift from PyTorch
+    +-- QualityGateError        a quantized variant lost more accuracy than allowed
+
+Each message says what was wrong and how to fix it, so command-line entry points print
+``str(error)`` and exit non-zero instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+
+class NerTritonError(Exception):
+    """Base class of all errors raised on purpose by ner_triton."""
+
+
+class ConfigError(NerTritonError, ValueError):
+    """A setting has a bad value."""
+
+
+class DataError(NerTritonError, ValueError):
+    """A data file is missing, empty or malformed."""
+
+
+class ModelLoadError(NerTritonError):
+    """A model checkpoint cannot be found or loaded."""
+
+
+class ExportError(NerTritonError):
+    """ONNX export failed or its outputs differ from PyTorch beyond the tolerance."""
+
+
+class QualityGateError(NerTritonError):
+    """A quantized variant lost more entity F1 than the gate allows."""

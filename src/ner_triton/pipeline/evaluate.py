@@ -1,0 +1,194 @@
+"""Entity-level evaluation (seqeval, conlleval-compatible default mode) and in-process latency.
+
+The same code evaluates every artifact: PyTorch, ONNX FP32 and the INT8 variants all go through a
+``Predictor`` (padded batch of numpy arrays in, logits out).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ner_triton.alignment import Encoding, encode_texts, pad_batch, word_tags_to_token_tags
+from ner_triton.data import Sentence
+from ner_triton.labels import LabelMap
+from ner_triton.schema import CASING_IDS
+
+log = logging.getLogger(__name__)
+
+Predictor = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+def torch_predictor(model: Any) -> Predictor:
+    """Run a :class:`~ner_triton.modeling.NerModel` (eval mode, no grad) on padded numpy batches."""
+    import torch
+
+    model.eval()
+
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            feed = {k: torch.from_numpy(v) for k, v in batch.items()}
+            if not model.use_casing:
+                feed.pop(CASING_IDS, None)
+            return model(**feed).float().numpy()  # type: ignore[no-any-return]
+
+    return run
+
+
+def onnx_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_predictor(path: Path, threads: int) -> Predictor:
+    """Run an ONNX model with ONNX Runtime (CPU); feeds only the inputs the graph declares."""
+    session = onnx_session(path, threads)
+    names = [i.name for i in session.get_inputs()]
+
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        return session.run(None, {n: batch[n] for n in names})[0]  # type: ignore[no-any-return]
+
+    return run
+
+
+def predict_subtoken_tags(
+    predictor: Predictor,
+    encodings: Sequence[Encoding],
+    labels: LabelMap,
+    batch_size: int,
+    desc: str = "predict",
+) -> list[list[str]]:
+    """Argmax tag of every sub-token of every encoding (batches sorted by length for speed)."""
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i]))
+    out: list[list[str]] = [[] for _ in encodings]
+    id2label = labels.labels
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
+        idx = order[start : start + batch_size]
+        logits = predictor(pad_batch([encodings[i] for i in idx]))
+        best = logits.argmax(-1)
+        for row, i in enumerate(idx):
+            out[i] = [id2label[j] for j in best[row, : len(encodings[i])]]
+    return out
+
+
+@dataclass(frozen=True)
+class Scores:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Micro-averaged entity scores plus one row per entity type."""
+
+    micro: Scores
+    per_type: dict[str, Scores] = field(default_factory=dict)
+    sentences: int = 0
+
+    @property
+    def f1(self) -> float:
+        return self.micro.f1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self.micro),
+            "sentences": self.sentences,
+            "per_type": {k: asdict(v) for k, v in self.per_type.items()},
+        }
+
+
+def score_tags(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> EvalResult:
+    """seqeval entity-level scores (default, conlleval-compatible mode) of IOB2 tag sequences."""
+    from seqeval.metrics import classification_report
+
+    report = classification_report([list(g) for g in gold], [list(p) for p in pred], output_dict=True, zero_division=0)
+    micro = report.pop("micro avg")
+    for key in ("macro avg", "weighted avg"):
+        report.pop(key, None)
+
+    def scores(row: dict[str, Any]) -> Scores:
+        return Scores(
+            round(float(row["precision"]), 4),
+            round(float(row["recall"]), 4),
+            round(float(row["f1-score"]), 4),
+            int(row["support"]),
+        )
+
+    return EvalResult(scores(micro), {k: scores(v) for k, v in sorted(report.items())}, len(gold))
+
+
+def evaluate(
+    predictor: Predictor,
+    sentences: Sequence[Sentence],
+    tokenizer: Any,
+    labels: LabelMap,
+    batch_size: int = 32,
+    max_length: int = 512,
+    desc: str = "evaluate",
+) -> EvalResult:
+    """Entity P/R/F1 of ``predictor`` on gold ``sentences`` (each sentence's text = tokens joined by spaces)."""
+    encodings = encode_texts(tokenizer, [s.text for s in sentences], max_length)
+    truncated = sum(1 for e, s in zip(encodings, sentences, strict=True) if e.offsets[-2][1] < len(s.text))
+    if truncated:
+        log.warning("%d sentences were longer than %d sub-tokens and were truncated", truncated, max_length)
+    sub_tags = predict_subtoken_tags(predictor, encodings, labels, batch_size, desc=desc)
+    pred = [
+        word_tags_to_token_tags(e, t, s.token_starts()) for e, t, s in zip(encodings, sub_tags, sentences, strict=True)
+    ]
+    return score_tags([s.tags for s in sentences], pred)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """In-process latency of tokenize + run for one batch size."""
+
+    batch_size: int
+    ms_per_batch_p50: float
+    ms_per_batch_p95: float
+    sentences_per_s: float
+
+
+def measure_latency(
+    predictor: Predictor,
+    tokenizer: Any,
+    texts: Sequence[str],
+    batch_size: int,
+    max_length: int = 512,
+    min_batches: int = 20,
+    warmup: int = 3,
+) -> Latency:
+    """Time tokenize + pad + run over consecutive batches of ``texts`` (cycled to ``min_batches``)."""
+    batches = [list(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+    batches = [b for b in batches if len(b) == batch_size] or batches
+    while len(batches) < min_batches + warmup:
+        batches = batches + batches
+    times = []
+    n_sent = 0
+    for k, batch in enumerate(batches[: min_batches + warmup]):
+        t0 = time.perf_counter()
+        predictor(pad_batch(encode_texts(tokenizer, batch, max_length)))
+        dt = time.perf_counter() - t0
+        if k >= warmup:
+            times.append(dt)
+            n_sent += len(batch)
+    arr = np.array(times) * 1000.0
+    return Latency(
+        batch_size,
+        round(float(np.percentile(arr, 50)), 2),
+        round(float(np.percentile(arr, 95)), 2),
+        round(n_sent / float(np.sum(times)), 1),
+    )

@@ -1,0 +1,163 @@
+"""Fine-tune a BERT-family encoder for CoNLL-2003 NER (first-sub-token labelling).
+
+AdamW with weight decay (not on biases and LayerNorm), linear warm-up then decay, gradient
+clipping, length-bucketed batches, entity F1 on the validation split after every epoch, early
+stopping on it, and the best checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ner_triton.alignment import Encoding, encode_texts, pad_batch, subtoken_labels
+from ner_triton.data import Sentence, load_split
+from ner_triton.labels import LabelMap
+from ner_triton.modeling import NerModel, load_tokenizer, resolve_model
+from ner_triton.pipeline.evaluate import evaluate, torch_predictor
+from ner_triton.schema import CASING_IDS, IGNORE_INDEX
+from ner_triton.settings import BuildSettings
+
+log = logging.getLogger(__name__)
+
+TRAIN_SUMMARY = "train_summary.json"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of similar length: shuffle, sort within chunks of 50 batches, shuffle the batches."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    chunk = batch_size * 50
+    batches = []
+    for c in range(0, len(idx), chunk):
+        part = sorted(idx[c : c + chunk], key=lambda i: lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def subsample(sentences: list[Sentence], n: int | None, seed: int) -> list[Sentence]:
+    """A seeded random subset of ``n`` sentences (all when ``n`` is None or large enough)."""
+    if n is None or n >= len(sentences):
+        return sentences
+    rng = random.Random(seed)
+    return [sentences[i] for i in sorted(rng.sample(range(len(sentences)), n))]
+
+
+def _label_tensor(encodings: Sequence[Encoding], label_rows: Sequence[list[int]]) -> torch.Tensor:
+    n = max(len(e) for e in encodings)
+    out = torch.full((len(encodings), n), IGNORE_INDEX, dtype=torch.long)
+    for i, row in enumerate(label_rows):
+        out[i, : len(row)] = torch.tensor(row)
+    return out
+
+
+def finetune(settings: BuildSettings, data: str | Path, output_dir: Path) -> Path:
+    """Fine-tune ``settings.model`` on ``data`` (directory or 'hub'); write the best model to ``output_dir``."""
+    ts = settings.train
+    seed_everything(ts.seed)
+    torch.set_num_threads(settings.threads)
+    model_name = resolve_model(settings.model)
+
+    train = subsample(load_split(data, "train"), ts.max_train_sentences, ts.seed)
+    valid = subsample(load_split(data, "valid"), settings.max_eval_sentences, ts.seed)
+    labels = LabelMap.from_sentences([*train, *valid])
+    log.info("model %s, %d train / %d valid sentences, labels %s", model_name, len(train), len(valid), labels.labels)
+
+    tokenizer = load_tokenizer(model_name)
+    model = NerModel.from_pretrained_encoder(model_name, labels, ts.use_casing)
+
+    encodings = encode_texts(tokenizer, [s.text for s in train], ts.max_length)
+    label_rows = [subtoken_labels(e, s.token_starts(), s.tags, labels) for e, s in zip(encodings, train, strict=True)]
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "casing.weight")
+    groups = [
+        {
+            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "weight_decay": ts.weight_decay,
+        },
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=ts.learning_rate)
+    rng = random.Random(ts.seed)
+    steps_per_epoch = -(-len(train) // ts.batch_size)
+    total = steps_per_epoch * ts.epochs
+    warmup = int(total * ts.warmup_ratio)
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+
+    best_f1, best_epoch, best_state = -1.0, 0, None
+    history = []
+    bad_epochs = 0
+    t_start = time.perf_counter()
+    lengths = [len(e) for e in encodings]
+    for epoch in range(1, ts.epochs + 1):
+        model.train()
+        batches = bucketed_batches(lengths, ts.batch_size, rng)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{ts.epochs}", unit="batch")
+        running = 0.0
+        for k, idx in enumerate(bar, start=1):
+            batch = {n: torch.from_numpy(v) for n, v in pad_batch([encodings[i] for i in idx]).items()}
+            if not ts.use_casing:
+                batch.pop(CASING_IDS)
+            target = _label_tensor([encodings[i] for i in idx], [label_rows[i] for i in idx])
+            logits = model(**batch)
+            loss = loss_fn(logits.view(-1, logits.shape[-1]), target.view(-1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), ts.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            running += loss.item()
+            if k % 10 == 0:
+                bar.set_postfix(loss=f"{running / k:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        result = evaluate(torch_predictor(model), valid, tokenizer, labels, settings.eval_batch_size, desc="valid")
+        history.append({"epoch": epoch, "train_loss": round(running / len(batches), 4), "valid_f1": result.f1})
+        log.info("epoch %d: train loss %.4f, valid F1 %.4f", epoch, running / len(batches), result.f1)
+        if result.f1 > best_f1:
+            best_f1, best_epoch, bad_epochs = result.f1, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+            if bad_epochs >= ts.patience:
+                log.info("early stop: valid F1 has not improved for %d epochs", bad_epochs)
+                break
+    train_s = time.perf_counter() - t_start
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.save(output_dir, tokenizer, labels)
+    summary = {
+        "model": model_name,
+        "train_sentences": len(train),
+        "valid_sentences": len(valid),
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "best_valid_f1": best_f1,
+        "history": history,
+        "train_seconds": round(train_s, 1),
+        "settings": {k: v for k, v in vars(ts).items()},
+    }
+    (output_dir / TRAIN_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    log.info("best epoch %d (valid F1 %.4f), saved to %s", best_epoch, best_f1, output_dir)
+    return output_dir

@@ -1,0 +1,68 @@
+"""The build report: ``report.json`` (machine-readable) and ``report.md`` (for people)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ner_triton.schema import REPORT_JSON, REPORT_MD
+
+
+def write_report(report: dict[str, Any], output_dir: Path) -> Path:
+    """Write ``report.json`` and ``report.md`` into ``output_dir``; returns the JSON path."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / REPORT_JSON
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (output_dir / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
+    return path
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    tr = report["training"]
+    lines = [
+        "# Build report",
+        "",
+        f"- model: `{report['model']}`",
+        f"- data: `{report['data']}` ({tr['train_sentences']} train / {tr['valid_sentences']} valid / "
+        f"{report['test_sentences']} test sentences)",
+        f"- epochs run: {tr['epochs_run']} (best: {tr['best_epoch']}, valid F1 {tr['best_valid_f1']:.4f}), "
+        f"training time {tr['train_seconds']:.0f} s, build time {report['build_seconds']:.0f} s",
+        f"- machine: {report['machine']['cpus']} CPUs, {report['machine']['threads']} threads, "
+        f"torch {report['versions']['torch']}, onnxruntime {report['versions']['onnxruntime']}",
+        "",
+        "## Variants (CoNLL-2003 test, entity level, seqeval default mode)",
+        "",
+        "| variant | F1 | precision | recall | ΔF1 vs onnx_fp32 (points) | size MB "
+        "| batch-1 ms (p50) | batch-32 ms (p50) | batch-32 sent/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in report["variants"].items():
+        lines.append(
+            f"| {name} | {v['f1']:.4f} | {v['precision']:.4f} | {v['recall']:.4f} | {v['delta_f1_points']:+.2f} | "
+            f"{v['size_mb']:.1f} | {v['latency']['batch_1']['ms_per_batch_p50']:.2f} | "
+            f"{v['latency']['batch_32']['ms_per_batch_p50']:.1f} | {v['latency']['batch_32']['sentences_per_s']:.0f} |"
+        )
+    gate = report["gate"]
+    lines += [
+        "",
+        f"Gate: INT8 variants may lose at most {gate['max_f1_drop_points']} F1 points: "
+        f"**{'passed' if gate['passed'] else 'FAILED'}**"
+        + (f" ({'; '.join(gate['failures'])})" if gate["failures"] else ""),
+        "",
+    ]
+    lines += ["## Per entity type", ""]
+    types = sorted({t for v in report["variants"].values() for t in v["per_type"]})
+    lines.append("| variant | " + " | ".join(f"{t} P / R / F1" for t in types) + " |")
+    lines.append("|---|" + "---|" * len(types))
+    for name, v in report["variants"].items():
+        cells = []
+        for t in types:
+            s = v["per_type"].get(t)
+            cells.append(f"{s['precision']:.3f} / {s['recall']:.3f} / {s['f1']:.3f}" if s else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    support = {
+        t: next(v["per_type"][t]["support"] for v in report["variants"].values() if t in v["per_type"]) for t in types
+    }
+    lines += ["", "Support (gold entities): " + ", ".join(f"{t} {n}" for t, n in support.items()), ""]
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""Names shared by every part of the project: tensor names, dtypes, file names.
+
+This module is the single source of truth: the exporter writes these names into the ONNX
+graph, the model repository writes them into ``config.pbtxt`` and the clients send them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ONNX / Triton tensor names of the BERT step.
+INPUT_IDS: Final = "input_ids"
+ATTENTION_MASK: Final = "attention_mask"
+CASING_IDS: Final = "casing_ids"
+LOGITS: Final = "logits"
+
+# Files inside a fine-tuned model directory (besides the Hugging Face files).
+LABELS_FILE: Final = "labels.json"
+NER_META_FILE: Final = "ner_model.json"
+CASING_WEIGHTS_FILE: Final = "casing_embedding.safetensors"
+
+# Files inside the build's artifacts directory.
+MODEL_DIR: Final = "model"
+ONNX_DIR: Final = "onnx"
+ONNX_FP32: Final = "model_fp32.onnx"
+ONNX_INT8: Final = "model_int8.onnx"
+ONNX_INT8_DYNAMIC: Final = "model_int8_dynamic.onnx"
+REPORT_JSON: Final = "report.json"
+REPORT_MD: Final = "report.md"
+
+# Label id used for positions that take no part in the loss (special tokens, later sub-tokens).
+IGNORE_INDEX: Final = -100

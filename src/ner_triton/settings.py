@@ -1,0 +1,151 @@
+"""Typed, frozen settings of the build, read from the environment the Makefile passes on."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ner_triton.errors import ConfigError
+
+SHARED_DATA = Path("../shared/data/conll2003")
+
+
+def default_data() -> str:
+    """``../shared/data/conll2003`` when it exists (next to the checkout), otherwise the hub."""
+    return str(SHARED_DATA) if SHARED_DATA.is_dir() else "hub"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Fine-tuning hyper-parameters."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    max_length: int = 128
+    patience: int = 2
+    seed: int = 13
+    max_train_sentences: int | None = None
+    use_casing: bool = True
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size", "max_length", "patience")
+        if not 0 < self.learning_rate < 1:
+            raise ConfigError(f"learning_rate={self.learning_rate} must be in (0, 1); try 1e-4.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1).")
+        if self.max_train_sentences is not None and self.max_train_sentences <= 0:
+            raise ConfigError(
+                f"MAX_TRAIN_SENTENCES={self.max_train_sentences} must be a positive integer (or empty for all)."
+            )
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """INT8 quantization and its accuracy gate."""
+
+    calibration_sentences: int = 512
+    calibration_length: int = 64
+    max_f1_drop_points: float = 1.0
+    # Extra MatMul nodes kept in float because they are the most sensitive (names or substrings).
+    keep_float: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _positive(self, "calibration_sentences", "calibration_length")
+        if self.max_f1_drop_points < 0:
+            raise ConfigError(f"max_f1_drop_points={self.max_f1_drop_points} must be >= 0.")
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Everything ``make build`` needs: where the model and data are, where to write, and how."""
+
+    model: str = ""
+    data: str = field(default_factory=default_data)
+    artifacts: Path = Path("artifacts")
+    train: TrainSettings = field(default_factory=TrainSettings)
+    quant: QuantSettings = field(default_factory=QuantSettings)
+    eval_batch_size: int = 32
+    max_eval_sentences: int | None = None
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    def __post_init__(self) -> None:
+        _positive(self, "eval_batch_size", "threads")
+        if self.max_eval_sentences is not None and self.max_eval_sentences <= 0:
+            raise ConfigError(f"max_eval_sentences={self.max_eval_sentences} must be positive (or empty for all).")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> BuildSettings:
+        """Settings from ``MODEL``, ``DATA``, ``ARTIFACTS``, ``EPOCHS``, ``MAX_TRAIN_SENTENCES``,
+        ``MAX_EVAL_SENTENCES``, ``CASING``, ``SEED``, ``LR``, ``BATCH_SIZE``, ``CALIB_SENTENCES``."""
+        env = dict(os.environ if env is None else env)
+        base = cls()
+        train = replace(
+            base.train,
+            **_env_fields(
+                env,
+                {
+                    "EPOCHS": ("epochs", int),
+                    "MAX_TRAIN_SENTENCES": ("max_train_sentences", int),
+                    "CASING": ("use_casing", _bool),
+                    "SEED": ("seed", int),
+                    "LR": ("learning_rate", float),
+                    "BATCH_SIZE": ("batch_size", int),
+                },
+            ),
+        )
+        quant = replace(base.quant, **_env_fields(env, {"CALIB_SENTENCES": ("calibration_sentences", int)}))
+        top = _env_fields(
+            env,
+            {
+                "MODEL": ("model", str),
+                "DATA": ("data", str),
+                "ARTIFACTS": ("artifacts", Path),
+                "MAX_EVAL_SENTENCES": ("max_eval_sentences", int),
+            },
+        )
+        return replace(base, train=train, quant=quant, **top)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, TrainSettings | QuantSettings):
+                out[f.name] = {g.name: getattr(value, g.name) for g in fields(value)}
+            else:
+                out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use 1/0)")
+
+
+def _env_fields(env: dict[str, str], spec: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for var, (name, conv) in spec.items():
+        raw = env.get(var, "").strip()
+        if not raw:
+            continue
+        try:
+            out[name] = conv(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{var}={raw!r} is not valid: {exc}. Unset it to use the default.") from exc
+    return out
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            raise ConfigError(f"{name}={value} must be a positive integer.")

@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny random BERT (with the real MiniLM tokenizer) and tiny CoNLL files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# Tiny CoNLL-2003-style documents (4 columns, IOB1), written by the tests themselves.
+DOC = """-DOCSTART- -X- O O
+
+EU NNP I-NP I-ORG
+rejects VBZ I-VP O
+German JJ I-NP I-MISC
+call NN I-NP O
+to TO I-VP O
+boycott VB I-VP O
+British JJ I-NP I-MISC
+lamb NN I-NP O
+. . O O
+
+Peter NNP I-NP I-PER
+Blackburn NNP I-NP I-PER
+
+BRUSSELS NNP I-NP I-LOC
+1996-08-22 CD I-NP O
+
+The DT I-NP O
+U.S. NNP I-NP I-LOC
+and CC O O
+Japan NNP I-NP I-LOC
+France NNP I-NP B-LOC
+talked VBD I-VP O
+with IN I-PP O
+Siemens NNP I-NP I-ORG
+AG NNP I-NP I-ORG
+in IN I-PP O
+Berlin NNP I-NP I-LOC
+. . O O
+
+"""
+
+
+@pytest.fixture(scope="session")
+def conll_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train/valid/test files in the original format (a few repeated documents)."""
+    d = tmp_path_factory.mktemp("conll")
+    (d / "train.txt").write_text(DOC * 12, encoding="utf-8")
+    (d / "valid.txt").write_text(DOC * 2, encoding="utf-8")
+    (d / "test.txt").write_text(DOC.replace("-DOCSTART- -X- O O", "-DOCSTART- -X- -X- O") * 2, encoding="utf-8")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer BERT saved with the default model's fast tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from ner_triton.modeling import default_model_path
+
+    d = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d

@@ -1,0 +1,112 @@
+"""The whole pipeline on a tiny random BERT and tiny CoNLL files: fine-tune -> export -> quantize -> evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from ner_triton.errors import QualityGateError
+from ner_triton.pipeline.build import build, enforce_gate, gate
+from ner_triton.settings import BuildSettings, QuantSettings, TrainSettings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, conll_dir: Path) -> Path:
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    settings = BuildSettings(
+        model=str(tiny_model_dir),
+        data=str(conll_dir),
+        artifacts=artifacts,
+        train=TrainSettings(epochs=3, batch_size=8, learning_rate=5e-3, warmup_ratio=0.0),
+        quant=QuantSettings(calibration_sentences=16, calibration_length=32, max_f1_drop_points=100.0),
+        threads=1,
+    )
+    build(settings)
+    return artifacts
+
+
+def test_report_has_every_variant(built: Path) -> None:
+    report = json.loads((built / "report.json").read_text())
+    assert set(report["variants"]) == {"torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_dynamic"}
+    for v in report["variants"].values():
+        assert 0.0 <= v["f1"] <= 1.0
+        assert set(v["per_type"]) <= {"LOC", "MISC", "ORG", "PER"}
+        assert v["latency"]["batch_1"]["sentences_per_s"] > 0
+        assert v["size_mb"] > 0
+    # ONNX FP32 is the same function as PyTorch: identical predictions on the test split.
+    assert report["variants"]["onnx_fp32"]["f1"] == report["variants"]["torch_fp32"]["f1"]
+    assert report["training"]["epochs_run"] >= 1
+    assert report["gate"]["passed"]
+    md = (built / "report.md").read_text()
+    assert "| onnx_int8 |" in md and "Per entity type" in md
+
+
+def test_onnx_graph_has_dynamic_axes_and_parity(built: Path) -> None:
+    model = onnx.load(str(built / "onnx" / "model_fp32.onnx"))
+    names = [i.name for i in model.graph.input]
+    assert names == ["input_ids", "attention_mask", "casing_ids"]
+    for i in model.graph.input:
+        dims = [d.dim_param for d in i.type.tensor_type.shape.dim]
+        assert dims == ["batch", "sequence"]
+    parity = json.loads((built / "onnx" / "parity.json").read_text())
+    assert parity["max_abs_diff"] <= parity["tolerance"]
+
+
+def test_static_int8_is_qdq_with_float_classifier_and_layernorm(built: Path) -> None:
+    model = onnx.load(str(built / "onnx" / "model_int8.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    # LayerNorm, Softmax and GELU stay float: no QDQ pair feeds them.
+    produced_by = {o: n for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        if n.op_type in {"LayerNormalization", "Softmax", "Erf"}:
+            assert all(produced_by.get(i) is None or produced_by[i].op_type != "DequantizeLinear" for i in n.input)
+    classifier = [n for n in model.graph.node if n.name.endswith("classifier/MatMul")]
+    assert classifier and all(
+        i not in produced_by or produced_by[i].op_type != "DequantizeLinear" for i in classifier[0].input
+    )
+    assert (built / "onnx" / "model_int8.onnx").stat().st_size < 0.5 * (
+        built / "onnx" / "model_fp32.onnx"
+    ).stat().st_size
+
+
+def test_gate_names_the_variant_and_the_drop() -> None:
+    variants = {"onnx_fp32": {"f1": 0.90}, "onnx_int8": {"f1": 0.885}, "onnx_int8_dynamic": {"f1": 0.899}}
+    verdict = gate(variants, 1.0)
+    assert not verdict["passed"]
+    assert len(verdict["failures"]) == 1 and "onnx_int8 test F1 0.8850 is 1.50 points below" in verdict["failures"][0]
+    assert gate(variants, 2.0)["passed"]
+
+
+def test_failed_gate_raises_with_the_variant_and_the_fix(tmp_path: Path) -> None:
+    verdict = gate({"onnx_fp32": {"f1": 0.9}, "onnx_int8": {"f1": 0.5}, "onnx_int8_dynamic": {"f1": 0.9}}, 1.0)
+    with pytest.raises(QualityGateError, match=r"onnx_int8 test F1 0.5000 is 40.00 points below .*CALIB_SENTENCES"):
+        enforce_gate(verdict, tmp_path / "report.md")
+    enforce_gate(
+        gate({"onnx_fp32": {"f1": 0.9}, "onnx_int8": {"f1": 0.9}, "onnx_int8_dynamic": {"f1": 0.9}}, 1.0),
+        tmp_path / "report.md",
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MODEL": "/no/such/model"}, "cannot load a tokenizer from MODEL='/no/such/model'"),
+        ({"DATA": "/no/such/data"}, "DATA=/no/such/data is not a directory"),
+        ({"EPOCHS": "x"}, "EPOCHS='x' is not valid"),
+    ],
+)
+def test_cli_errors_are_one_line_not_tracebacks(env: dict[str, str], message: str, tmp_path: Path) -> None:
+    full = {**os.environ, "ARTIFACTS": str(tmp_path), "HF_HUB_OFFLINE": "1", **env}
+    proc = subprocess.run([sys.executable, "build/build.py"], env=full, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
