@@ -8,12 +8,12 @@ STAMP := $(VENV)/.setup-done
 # Build knobs, passed to the build through the environment (empty = default):
 #   MODEL (local path or hub id; default: the offline all-MiniLM-L6-v2), DATA (CoNLL-2003 dir or 'hub'),
 #   EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES, CASING (1/0), SEED, LR, BATCH_SIZE, CALIB_SENTENCES, ARTIFACTS
-export MODEL DATA EPOCHS MAX_TRAIN_SENTENCES MAX_EVAL_SENTENCES CASING SEED LR BATCH_SIZE CALIB_SENTENCES ARTIFACTS
+export MODEL_REPOSITORY MODEL DATA EPOCHS MAX_TRAIN_SENTENCES MAX_EVAL_SENTENCES CASING SEED LR BATCH_SIZE CALIB_SENTENCES ARTIFACTS
 # Quick build used by `make demo`: a subset of CoNLL-2003, a few minutes on 2 cores.
 DEMO_TRAIN_SENTENCES ?= 3000
 DEMO_EPOCHS ?= 2
 
-.PHONY: help setup build demo test test-fast lint format clean
+.PHONY: help setup build demo repository serve stop test test-fast lint format clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,9 +31,18 @@ setup: $(STAMP) ## Create .venv and install the project (CPU torch from local di
 build: setup ## Fine-tune, export, quantize, evaluate; writes artifacts/report.{json,md}
 	$(PY) build/build.py
 
-demo: setup ## The main job on the embedded default: a quick build on a CoNLL-2003 subset
+demo: setup ## The main job: quick build on a CoNLL-2003 subset, serve it on Triton, run the client, stop
 	MAX_TRAIN_SENTENCES=$${MAX_TRAIN_SENTENCES:-$(DEMO_TRAIN_SENTENCES)} EPOCHS=$${EPOCHS:-$(DEMO_EPOCHS)} \
-	  ARTIFACTS=$${ARTIFACTS:-artifacts/demo} $(PY) build/build.py
+	  VENV=$(VENV) build/demo.sh
+
+repository: setup ## Regenerate the committed config.pbtxt / model.py files of model_repository/
+	$(VENV)/bin/python -m ner_triton.repository.writer
+
+serve: setup ## Start tritonserver on model_repository/ (ports: TRITON_GRPC_PORT/HTTP/METRICS) and wait until ready
+	$(VENV)/bin/ner-serve start
+
+stop: ## Stop the server started by `make serve`
+	@if [ -x $(VENV)/bin/ner-serve ]; then $(VENV)/bin/ner-serve stop; fi
 
 test: setup ## Run the whole test suite
 	$(PY) -m pytest
@@ -51,4 +60,4 @@ format: setup ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff format src tests build
 
 clean: ## Remove build outputs (keeps .venv)
-	rm -rf artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf artifacts .triton .pytest_cache .mypy_cache .ruff_cache

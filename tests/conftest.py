@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from support import TinyBuild
+
 # Tiny CoNLL-2003-style documents (4 columns, IOB1), written by the tests themselves.
 DOC = """-DOCSTART- -X- O O
 
@@ -74,3 +76,24 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertModel(config).save_pretrained(d)
     tokenizer.save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, conll_dir: Path) -> TinyBuild:
+    """The whole build on the tiny model: artifacts plus an installed model repository."""
+    from ner_triton.pipeline.build import build
+    from ner_triton.settings import BuildSettings, QuantSettings, TrainSettings
+
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    repository = tmp_path_factory.mktemp("model_repository")
+    settings = BuildSettings(
+        model=str(tiny_model_dir),
+        data=str(conll_dir),
+        artifacts=artifacts,
+        repository=repository,
+        train=TrainSettings(epochs=3, batch_size=8, learning_rate=5e-3, warmup_ratio=0.0),
+        quant=QuantSettings(calibration_sentences=16, calibration_length=32, max_f1_drop_points=100.0),
+        threads=1,
+    )
+    build(settings)
+    return TinyBuild(artifacts, repository)

@@ -127,3 +127,49 @@ def pad_batch(encodings: Sequence[Encoding], pad_id: int = 0) -> dict[str, np.nd
         mask[i, : len(e)] = 1
         casing[i, : len(e)] = e.casing_ids
     return {INPUT_IDS: ids, ATTENTION_MASK: mask, CASING_IDS: casing}
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model input cut from a long text: ``[CLS] tokens[start:end] [SEP]``.
+
+    ``owned`` marks the positions (in this window, special tokens included) whose predictions
+    this window contributes; every content token is owned by exactly one window, the one in which
+    it sits farthest from an edge, so each prediction has context on both sides.
+    """
+
+    encoding: Encoding
+    owned: list[bool]
+
+
+def encode_windows(tokenizer: Any, text: str, max_length: int, stride: int) -> list[Window]:
+    """Tokenize ``text`` without truncation and cut it into overlapping windows of ``max_length``.
+
+    Consecutive windows overlap by ``stride`` content tokens. A text that fits gives one window
+    identical to :func:`encode_texts` with the same ``max_length``.
+    """
+    width = max_length - 2
+    if width < 2 or not 0 <= stride < width:
+        raise ValueError(f"need max_length > 3 and 0 <= stride < max_length - 2, got {max_length}, {stride}")
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False, truncation=False)
+    ids, offsets, word_ids = enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]], enc.word_ids()
+    n = len(ids)
+    step = width - stride
+    starts = [0] if n <= width else [*range(0, n - width, step), n - width]
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    windows = []
+    for k, a in enumerate(starts):
+        b = min(a + width, n)
+        lo = 0 if k == 0 else (a + starts[k - 1] + width) // 2  # midpoint of the overlap with the previous
+        hi = n if k == len(starts) - 1 else (starts[k + 1] + b) // 2
+        span_offsets = offsets[a:b]
+        casing = [casing_id(text[s:e]) for s, e in span_offsets]
+        encoding = Encoding(
+            [cls, *ids[a:b], sep],
+            [0, *casing, 0],
+            [(0, 0), *span_offsets, (0, 0)],
+            [None, *word_ids[a:b], None],
+        )
+        owned = [False, *[lo <= p < hi for p in range(a, b)], False]
+        windows.append(Window(encoding, owned))
+    return windows

@@ -6,6 +6,13 @@
     +-- ModelLoadError          a model checkpoint cannot be found or loaded
     +-- ExportError             ONNX export failed or its outputs drift from PyTorch
     +-- QualityGateError        a quantized variant lost more accuracy than allowed
+    +-- InvalidInputError       a request to the service is malformed (empty text, bad UTF-8, ...)
+    +-- ServerError             the local tritonserver cannot start (port taken, empty repository,
+    |                           a model failed to load: Triton's reason is included)
+    +-- ClientError             a call to the service failed
+        +-- ServiceUnavailableError   no server answers at the address (start it with `make serve`)
+        +-- DeadlineExceededError     the server did not answer within the deadline
+        +-- RequestRejectedError      the server refused the request (bad input, unknown model, overload)
 
 Each message says what was wrong and how to fix it, so command-line entry points print
 ``str(error)`` and exit non-zero instead of showing a traceback.
@@ -36,3 +43,27 @@ class ExportError(NerTritonError):
 
 class QualityGateError(NerTritonError):
     """A quantized variant lost more entity F1 than the gate allows."""
+
+
+class InvalidInputError(NerTritonError, ValueError):
+    """A request to the service is malformed; the message says which text and why."""
+
+
+class ServerError(NerTritonError):
+    """The local Triton server cannot start or a model failed to load."""
+
+
+class ClientError(NerTritonError):
+    """A call to the NER service failed."""
+
+
+class ServiceUnavailableError(ClientError):
+    """No server answers at the address."""
+
+
+class DeadlineExceededError(ClientError):
+    """The server did not answer within the deadline."""
+
+
+class RequestRejectedError(ClientError):
+    """The server answered with an error for this request."""

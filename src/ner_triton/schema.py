@@ -30,3 +30,18 @@ REPORT_MD: Final = "report.md"
 
 # Label id used for positions that take no part in the loss (special tokens, later sub-tokens).
 IGNORE_INDEX: Final = -100
+
+# Tensor names of the serving steps (ensemble "ner": TEXT in, ENTITIES out).
+TEXT: Final = "TEXT"
+ENTITIES: Final = "ENTITIES"
+OFFSETS: Final = "OFFSETS"
+WORD_IDS: Final = "WORD_IDS"
+OWNED: Final = "OWNED"
+TEXT_INDEX: Final = "TEXT_INDEX"
+
+# Model names in the Triton repository.
+ENSEMBLE: Final = "ner"
+PREPROCESS: Final = "ner_preprocess"
+POSTPROCESS: Final = "ner_postprocess"
+BERT_PREFIX: Final = "ner_bert_"
+TOKENIZER_DIR: Final = "tokenizer"

@@ -21,7 +21,7 @@ def default_data() -> str:
 class TrainSettings:
     """Fine-tuning hyper-parameters."""
 
-    epochs: int = 3
+    epochs: int = 4
     batch_size: int = 32
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
@@ -68,6 +68,7 @@ class BuildSettings:
     model: str = ""
     data: str = field(default_factory=default_data)
     artifacts: Path = Path("artifacts")
+    repository: Path | None = Path("model_repository")
     train: TrainSettings = field(default_factory=TrainSettings)
     quant: QuantSettings = field(default_factory=QuantSettings)
     eval_batch_size: int = 32
@@ -82,7 +83,8 @@ class BuildSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> BuildSettings:
         """Settings from ``MODEL``, ``DATA``, ``ARTIFACTS``, ``EPOCHS``, ``MAX_TRAIN_SENTENCES``,
-        ``MAX_EVAL_SENTENCES``, ``CASING``, ``SEED``, ``LR``, ``BATCH_SIZE``, ``CALIB_SENTENCES``."""
+        ``MAX_EVAL_SENTENCES``, ``MODEL_REPOSITORY``, ``CASING``, ``SEED``, ``LR``, ``BATCH_SIZE``,
+        ``CALIB_SENTENCES``."""
         env = dict(os.environ if env is None else env)
         base = cls()
         train = replace(
@@ -107,6 +109,7 @@ class BuildSettings:
                 "DATA": ("data", str),
                 "ARTIFACTS": ("artifacts", Path),
                 "MAX_EVAL_SENTENCES": ("max_eval_sentences", int),
+                "MODEL_REPOSITORY": ("repository", _repository),
             },
         )
         return replace(base, train=train, quant=quant, **top)
@@ -120,6 +123,11 @@ class BuildSettings:
             else:
                 out[f.name] = str(value) if isinstance(value, Path) else value
         return out
+
+
+def _repository(text: str) -> Path | None:
+    """``MODEL_REPOSITORY``: where the build installs the served model; ``none`` skips that step."""
+    return None if text.strip().lower() == "none" else Path(text)
 
 
 def _bool(text: str) -> bool:

@@ -12,25 +12,15 @@ import onnx
 import pytest
 
 from ner_triton.errors import QualityGateError
-from ner_triton.pipeline.build import build, enforce_gate, gate
-from ner_triton.settings import BuildSettings, QuantSettings, TrainSettings
+from ner_triton.pipeline.build import enforce_gate, gate
+from support import TinyBuild
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, conll_dir: Path) -> Path:
-    artifacts = tmp_path_factory.mktemp("artifacts")
-    settings = BuildSettings(
-        model=str(tiny_model_dir),
-        data=str(conll_dir),
-        artifacts=artifacts,
-        train=TrainSettings(epochs=3, batch_size=8, learning_rate=5e-3, warmup_ratio=0.0),
-        quant=QuantSettings(calibration_sentences=16, calibration_length=32, max_f1_drop_points=100.0),
-        threads=1,
-    )
-    build(settings)
-    return artifacts
+def built(tiny_build: TinyBuild) -> Path:
+    return tiny_build.artifacts
 
 
 def test_report_has_every_variant(built: Path) -> None:
@@ -110,3 +100,14 @@ def test_cli_errors_are_one_line_not_tracebacks(env: dict[str, str], message: st
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_build_installs_the_model_repository(tiny_build: TinyBuild) -> None:
+    repo = tiny_build.repository
+    for name in ("ner", "ner_fp32", "ner_preprocess", "ner_postprocess", "ner_bert_int8", "ner_bert_fp32"):
+        assert (repo / name / "config.pbtxt").is_file(), name
+    assert (repo / "ner_bert_int8" / "1" / "model.onnx").read_bytes() == (
+        built_onnx := tiny_build.artifacts / "onnx" / "model_int8.onnx"
+    ).read_bytes(), built_onnx
+    assert (repo / "ner_preprocess" / "1" / "tokenizer" / "tokenizer.json").is_file()
+    assert json.loads((repo / "ner_postprocess" / "1" / "labels.json").read_text())

@@ -24,6 +24,7 @@ from ner_triton.pipeline.export import export_onnx
 from ner_triton.pipeline.finetune import TRAIN_SUMMARY, finetune, subsample
 from ner_triton.pipeline.quantize import quantize_dynamic_int8, quantize_static_qdq
 from ner_triton.pipeline.report import write_report
+from ner_triton.repository.writer import export_repository
 from ner_triton.schema import LABELS_FILE, MODEL_DIR, ONNX_DIR, REPORT_MD
 from ner_triton.settings import BuildSettings
 
@@ -157,6 +158,8 @@ def build(settings: BuildSettings) -> Path:
     path = write_report(report, artifacts)
     log.info("report written to %s", path)
     enforce_gate(verdict, artifacts / REPORT_MD)
+    if settings.repository is not None:  # only a model that passed the gate reaches the served repository
+        export_repository(artifacts, settings.repository)
     return path
 
 

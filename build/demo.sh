@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make demo`: quick build on a CoNLL-2003 subset -> serve on Triton -> client on sample sentences -> stop.
+set -euo pipefail
+VENV=${VENV:-.venv}
+export MAX_TRAIN_SENTENCES=${MAX_TRAIN_SENTENCES:-3000} EPOCHS=${EPOCHS:-2} ARTIFACTS=${ARTIFACTS:-artifacts/demo}
+start=$(date +%s)
+"$VENV/bin/python" build/build.py
+"$VENV/bin/ner-serve" start
+trap '"$VENV/bin/ner-serve" stop' EXIT
+"$VENV/bin/ner-client" \
+  "Angela Merkel met Emmanuel Macron in Paris on Tuesday." \
+  "The European Commission said on Thursday it disagreed with German advice to consumers to shun British lamb." \
+  "Apple opened a new office in Berlin, said Tim Cook, speaking to Reuters."
+echo "demo finished in $(( $(date +%s) - start )) s (report: $ARTIFACTS/report.md)"

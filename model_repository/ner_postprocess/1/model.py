@@ -1,0 +1,31 @@
+"""Triton python-backend adapter of ``ner_postprocess``; the logic is ner_triton.serving.steps.Postprocessor."""
+
+from pathlib import Path
+
+import triton_python_backend_utils as pb_utils
+
+from ner_triton.labels import LabelMap
+from ner_triton.schema import ENTITIES, LABELS_FILE, LOGITS, OFFSETS, OWNED, TEXT, TEXT_INDEX, WORD_IDS
+from ner_triton.serving.steps import Postprocessor
+
+TENSORS = (LOGITS, OFFSETS, WORD_IDS, OWNED, TEXT_INDEX)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        here = Path(args["model_repository"]) / args["model_version"]
+        self.step = Postprocessor(LabelMap.load(here / LABELS_FILE))
+        self.logger = pb_utils.Logger
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                text = pb_utils.get_input_tensor_by_name(request, TEXT).as_numpy()
+                tensors = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in TENSORS}
+                entities = self.step(text, tensors)
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(ENTITIES, entities)]))
+            except Exception as exc:  # never let one request take the stub down
+                self.logger.log_error(f"ner_postprocess: {exc!r}")
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"internal error: {exc}")))
+        return responses

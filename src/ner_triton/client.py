@@ -1,0 +1,173 @@
+"""gRPC clients of the ``ner`` ensemble: TEXT ``[n]`` in, ENTITIES ``[n]`` (one JSON array per text) out.
+
+    with NerClient("127.0.0.1:8001") as client:
+        for entities in client.extract(["Angela Merkel visited Paris."]):
+            print([(e.entity, e.word) for e in entities])
+
+:class:`NerClient` is synchronous, :class:`AsyncNerClient` is the asyncio twin. Many texts go in one
+request (up to ``max_texts_per_request``; longer lists are split). Every failure is a
+:class:`~ner_triton.errors.ClientError`: :class:`ServiceUnavailableError` (no server),
+:class:`DeadlineExceededError` (too slow for ``timeout_s``) or :class:`RequestRejectedError` (the server's reason).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ner_triton.decoding import Entity
+from ner_triton.errors import (
+    ClientError,
+    DeadlineExceededError,
+    InvalidInputError,
+    RequestRejectedError,
+    ServiceUnavailableError,
+)
+from ner_triton.schema import ENSEMBLE, ENTITIES, TEXT
+
+DEFAULT_URL = "127.0.0.1:8001"
+
+
+def _chunks(texts: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [texts[i : i + size] for i in range(0, len(texts), size)]
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str | bytes):
+        raise InvalidInputError("texts must be a list of strings, not a single string: wrap it in a list.")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise InvalidInputError(f"text {i} is a {type(t).__name__}, not a str: decode it to str first.")
+    return out
+
+
+def _inputs(module: Any, texts: Sequence[str]) -> list[Any]:
+    data = np.array([t.encode("utf-8") for t in texts], dtype=np.object_)
+    tensor = module.InferInput(TEXT, [len(texts)], "BYTES")
+    tensor.set_data_from_numpy(data)
+    return [tensor]
+
+
+def _parse(result: Any, n: int) -> list[list[Entity]]:
+    raw = result.as_numpy(ENTITIES)
+    if raw is None or len(raw) != n:
+        raise ClientError(f"the server returned {0 if raw is None else len(raw)} results for {n} texts.")
+    return [[Entity(**e) for e in json.loads(item)] for item in raw]
+
+
+def translate_error(exc: Exception, url: str, model: str, timeout_s: float | None) -> ClientError:
+    """Map a tritonclient exception to our exception tree, with the fix in the message."""
+    status = str(getattr(exc, "status", lambda: "")() or "")
+    message = getattr(exc, "message", lambda: str(exc))() or str(exc)
+    if "UNAVAILABLE" in status or "failed to connect" in message.lower() or "connection refused" in message.lower():
+        return ServiceUnavailableError(f"no NER server answers at {url} ({message}): start one with `make serve`.")
+    if "DEADLINE_EXCEEDED" in status or "deadline" in message.lower():
+        return DeadlineExceededError(
+            f"{model} at {url} did not answer within {timeout_s} s: raise the timeout or send fewer texts per call."
+        )
+    if "NOT_FOUND" in status or "unknown model" in message.lower():
+        return RequestRejectedError(f"{url} does not serve model {model!r} ({message}): check the model name.")
+    return RequestRejectedError(f"{model} at {url} rejected the request: {message}")
+
+
+class NerClient:
+    """Synchronous client of the NER ensemble over gRPC."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        model: str = ENSEMBLE,
+        timeout_s: float | None = 30.0,
+        max_texts_per_request: int = 64,
+    ) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._mod = grpcclient
+        self.url, self.model, self.timeout_s = url, model, timeout_s
+        self.max_texts_per_request = max_texts_per_request
+        self._client = grpcclient.InferenceServerClient(url=url)
+
+    def is_ready(self) -> bool:
+        """True when the server answers and the model is ready."""
+        try:
+            return bool(self._client.is_server_ready() and self._client.is_model_ready(self.model))
+        except Exception:
+            return False
+
+    def extract(self, texts: Sequence[str]) -> list[list[Entity]]:
+        """Entities of every text, in order."""
+        checked = _check_texts(texts)
+        out: list[list[Entity]] = []
+        for part in _chunks(checked, self.max_texts_per_request):
+            try:
+                result = self._client.infer(
+                    self.model,
+                    _inputs(self._mod, part),
+                    outputs=[self._mod.InferRequestedOutput(ENTITIES)],
+                    client_timeout=self.timeout_s,
+                )
+            except self._mod.InferenceServerException as exc:
+                raise translate_error(exc, self.url, self.model, self.timeout_s) from exc
+            out.extend(_parse(result, len(part)))
+        return out
+
+    def statistics(self, model: str = "") -> dict[str, Any]:
+        """Triton's inference statistics (all models, or one) as a dict."""
+        return self._client.get_inference_statistics(model, as_json=True)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> NerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncNerClient:
+    """asyncio client of the NER ensemble over gRPC (``tritonclient.grpc.aio``)."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        model: str = ENSEMBLE,
+        timeout_s: float | None = 30.0,
+        max_texts_per_request: int = 64,
+    ) -> None:
+        import tritonclient.grpc as grpcclient
+        import tritonclient.grpc.aio as aioclient
+
+        self._mod, self._aio = grpcclient, aioclient
+        self.url, self.model, self.timeout_s = url, model, timeout_s
+        self.max_texts_per_request = max_texts_per_request
+        self._client = aioclient.InferenceServerClient(url=url)
+
+    async def extract(self, texts: Sequence[str]) -> list[list[Entity]]:
+        checked = _check_texts(texts)
+        out: list[list[Entity]] = []
+        for part in _chunks(checked, self.max_texts_per_request):
+            try:
+                result = await self._client.infer(
+                    self.model,
+                    _inputs(self._aio, part),
+                    outputs=[self._aio.InferRequestedOutput(ENTITIES)],
+                    client_timeout=self.timeout_s,
+                )
+            except self._mod.InferenceServerException as exc:
+                raise translate_error(exc, self.url, self.model, self.timeout_s) from exc
+            out.extend(_parse(result, len(part)))
+        return out
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> AsyncNerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

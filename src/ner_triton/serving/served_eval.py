@@ -1,0 +1,142 @@
+"""Accuracy and batching **through the running server**: CoNLL-2003 text in, spans out, scored.
+
+Each gold sentence's text (tokens joined by spaces) goes to the ensemble from ``concurrency``
+client threads, one sentence per request (online traffic). The returned character spans become
+IOB2 tags of the gold tokens and are scored with the same seqeval code as the build, so the
+figure is directly comparable with the in-process F1 of ``artifacts/report.json``. Triton's
+statistics before and after give the BERT step's average executed batch size.
+
+    ner-eval-served --split test --concurrency 16          # or: make eval-served
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ner_triton.client import NerClient
+from ner_triton.data import Sentence, load_split
+from ner_triton.decoding import spans_to_token_tags
+from ner_triton.errors import NerTritonError
+from ner_triton.pipeline.evaluate import score_tags
+from ner_triton.schema import BERT_PREFIX, ENSEMBLE
+from ner_triton.settings import default_data
+
+log = logging.getLogger(__name__)
+
+
+def model_counts(client: NerClient, model: str) -> tuple[int, int, dict[str, int]]:
+    """``(inference_count, execution_count, cumulative ns per phase)`` of one model from Triton's statistics."""
+    stats = client.statistics(model)["model_stats"]
+    inference = sum(int(s.get("inference_count", 0)) for s in stats)
+    execution = sum(int(s.get("execution_count", 0)) for s in stats)
+    phases: dict[str, int] = {}
+    for s in stats:
+        for phase, value in s.get("inference_stats", {}).items():
+            phases[phase] = phases.get(phase, 0) + int(value.get("ns", 0))
+    return inference, execution, phases
+
+
+def bert_step_of(ensemble: str) -> str:
+    """The BERT step an ensemble calls (``ner`` -> ``ner_bert_int8``, ``ner_fp32`` -> ``ner_bert_fp32``)."""
+    from ner_triton.repository.model_configs import RepositorySettings
+
+    variant = RepositorySettings().variants[0] if ensemble == ENSEMBLE else ensemble.removeprefix(f"{ENSEMBLE}_")
+    return BERT_PREFIX + variant
+
+
+def evaluate_served(
+    url: str,
+    sentences: Sequence[Sentence],
+    model: str = ENSEMBLE,
+    concurrency: int = 16,
+    timeout_s: float = 60.0,
+) -> dict[str, Any]:
+    """Entity scores of the served ensemble on ``sentences`` plus throughput and batching figures."""
+    local = threading.local()
+
+    def client() -> NerClient:
+        if not hasattr(local, "client"):
+            local.client = NerClient(url, model, timeout_s)
+        return local.client  # type: ignore[no-any-return]
+
+    def one(sentence: Sentence) -> list[str]:
+        (entities,) = client().extract([sentence.text])
+        starts = sentence.token_starts()
+        ends = [s + len(t) for s, t in zip(starts, sentence.tokens, strict=True)]
+        return spans_to_token_tags(entities, starts, ends)
+
+    bert = bert_step_of(model)
+    with NerClient(url, model, timeout_s) as admin:
+        inf0, exe0, ph0 = model_counts(admin, bert)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            pred = list(tqdm(pool.map(one, sentences), total=len(sentences), desc=f"served {model}", unit="sent"))
+        seconds = time.perf_counter() - t0
+        inf1, exe1, ph1 = model_counts(admin, bert)
+    result = score_tags([s.tags for s in sentences], pred)
+    executions = max(exe1 - exe0, 1)
+    per_exec_ms = {k: round((ph1.get(k, 0) - ph0.get(k, 0)) / executions / 1e6, 3) for k in ph1}
+    return {
+        "model": model,
+        "bert_step": bert,
+        "url": url,
+        **result.as_dict(),
+        "concurrency": concurrency,
+        "seconds": round(seconds, 2),
+        "sentences_per_s": round(len(sentences) / seconds, 1),
+        "bert_inferences": inf1 - inf0,
+        "bert_executions": exe1 - exe0,
+        "bert_avg_batch_size": round((inf1 - inf0) / executions, 2),
+        "bert_ms_per_execution": per_exec_ms,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ner-eval-served", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default="127.0.0.1:8001")
+    parser.add_argument("--model", default=ENSEMBLE)
+    parser.add_argument("--data", default=None, help="CoNLL-2003 directory (default: $DATA or the shared copy)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N sentences")
+    parser.add_argument("--report", type=Path, default=None, help="build report.json to compare with")
+    parser.add_argument("--output", type=Path, default=None, help="write the result as JSON here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import os
+
+        sentences = load_split(args.data or os.environ.get("DATA") or default_data(), args.split)[: args.limit]
+        result = evaluate_served(args.url, sentences, args.model, args.concurrency)
+    except NerTritonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.report and args.report.is_file():
+        variant = "onnx_fp32" if args.model.endswith("fp32") else "onnx_int8"
+        in_process = json.loads(args.report.read_text(encoding="utf-8"))["variants"][variant]["f1"]
+        result["in_process"] = {
+            "variant": variant,
+            "f1": in_process,
+            "delta_points": round((result["f1"] - in_process) * 100, 2),
+        }
+    text = json.dumps(result, indent=2)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

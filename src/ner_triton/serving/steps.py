@@ -1,0 +1,200 @@
+"""The logic of the three python-backend steps, on numpy arrays, testable without Triton.
+
+``model.py`` files in the model repository are thin adapters around these classes. Each step
+raises :class:`~ner_triton.errors.InvalidInputError` for a bad request; the adapter turns it into
+an error response for that request only.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ner_triton.alignment import encode_windows
+from ner_triton.decoding import decode_entities
+from ner_triton.errors import InvalidInputError
+from ner_triton.labels import LabelMap
+from ner_triton.schema import (
+    ATTENTION_MASK,
+    CASING_IDS,
+    INPUT_IDS,
+    LOGITS,
+    OFFSETS,
+    OWNED,
+    TEXT_INDEX,
+    WORD_IDS,
+)
+
+_ALLOWED_CONTROL = {"\t", "\n", "\r"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold. Long texts are split into windows, not truncated."""
+
+    max_texts: int = 64
+    max_text_bytes: int = 100_000
+    max_windows: int = 64
+    max_length: int = 128
+    stride: int = 32
+
+    def __post_init__(self) -> None:
+        if min(self.max_texts, self.max_text_bytes, self.max_windows) <= 0:
+            raise ValueError(f"limits must be positive: {self}")
+        if not 0 <= self.stride < self.max_length - 2:
+            raise ValueError(f"stride={self.stride} must be in [0, max_length - 2)")
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str]) -> Limits:
+        """From Triton config ``parameters`` (string values); missing keys keep defaults."""
+        known = {k: int(v) for k, v in params.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def decode_texts(raw: np.ndarray, limits: Limits) -> list[str]:
+    """Validate a TEXT tensor (bytes objects) and decode it: one clear error per problem."""
+    if raw.dtype != np.object_:
+        raise InvalidInputError(f"TEXT must be a BYTES (string) tensor, got dtype {raw.dtype}.")
+    if raw.ndim != 1:
+        raise InvalidInputError(f"TEXT must have shape [n] (one string per text), got shape {list(raw.shape)}.")
+    if raw.shape[0] == 0:
+        raise InvalidInputError("TEXT is empty: send at least one text.")
+    if raw.shape[0] > limits.max_texts:
+        raise InvalidInputError(
+            f"{raw.shape[0]} texts in one request; the limit is {limits.max_texts}: split them over several requests."
+        )
+    texts = []
+    for i, item in enumerate(raw):
+        data = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        if len(data) > limits.max_text_bytes:
+            raise InvalidInputError(
+                f"text {i} is {len(data)} bytes; the limit is {limits.max_text_bytes}: split the document."
+            )
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(
+                f"text {i} is not valid UTF-8 ({exc.reason} at byte {exc.start}): encode text as UTF-8."
+            ) from exc
+        if not text.strip():
+            raise InvalidInputError(f"text {i} is empty or whitespace only: send text with at least one word.")
+        bad = next((c for c in text if unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROL), None)
+        if bad is not None:
+            raise InvalidInputError(
+                f"text {i} holds control character U+{ord(bad):04X} at index {text.index(bad)}: remove it."
+            )
+        texts.append(text)
+    return texts
+
+
+class Preprocessor:
+    """TEXT -> windows of token ids, attention mask, casing ids, plus what postprocess needs."""
+
+    def __init__(self, tokenizer_dir: Path, limits: Limits) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), use_fast=True)
+        self.limits = limits
+
+    def __call__(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+        texts = decode_texts(raw, self.limits)
+        windows, index = [], []
+        for i, text in enumerate(texts):
+            for w in encode_windows(self.tokenizer, text, self.limits.max_length, self.limits.stride):
+                windows.append(w)
+                index.append(i)
+        if len(windows) > self.limits.max_windows:
+            raise InvalidInputError(
+                f"the request's texts make {len(windows)} windows of {self.limits.max_length} tokens; the limit is "
+                f"{self.limits.max_windows}: send fewer or shorter texts per request."
+            )
+        n, length = len(windows), max(len(w.encoding) for w in windows)
+        out = {
+            INPUT_IDS: np.zeros((n, length), np.int64),
+            ATTENTION_MASK: np.zeros((n, length), np.int64),
+            CASING_IDS: np.zeros((n, length), np.int64),
+            OFFSETS: np.zeros((n, length, 2), np.int64),
+            WORD_IDS: np.full((n, length), -1, np.int64),
+            OWNED: np.zeros((n, length), np.bool_),
+            TEXT_INDEX: np.array(index, np.int64),
+        }
+        for r, w in enumerate(windows):
+            e, k = w.encoding, len(w.encoding)
+            out[INPUT_IDS][r, :k] = e.input_ids
+            out[ATTENTION_MASK][r, :k] = 1
+            out[CASING_IDS][r, :k] = e.casing_ids
+            out[OFFSETS][r, :k] = e.offsets
+            out[WORD_IDS][r, :k] = [-1 if x is None else x for x in e.word_ids]
+            out[OWNED][r, :k] = w.owned
+        return out
+
+
+class BertRunner:
+    """ONNX Runtime over several requests at once: pad to the longest, run once, split back."""
+
+    def __init__(self, onnx_path: Path, threads: int) -> None:
+        from ner_triton.pipeline.evaluate import onnx_session
+
+        self.session = onnx_session(onnx_path, threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def validate(self, feed: dict[str, np.ndarray]) -> None:
+        shapes = {n: feed[n].shape for n in self.input_names}
+        first = feed[self.input_names[0]]
+        for name in self.input_names:
+            arr = feed[name]
+            if arr.dtype != np.int64:
+                raise InvalidInputError(f"{name} must be INT64, got {arr.dtype}.")
+            if arr.ndim != 2 or arr.shape != first.shape:
+                raise InvalidInputError(f"inputs must all have shape [batch, sequence]; got {shapes}.")
+
+    def run(self, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """Logits ``[rows_i, len_i, labels]`` for each feed of ``[rows_i, len_i]`` arrays."""
+        length = max(f[self.input_names[0]].shape[1] for f in feeds)
+        batch = {
+            n: np.concatenate([np.pad(f[n], ((0, 0), (0, length - f[n].shape[1]))) for f in feeds])
+            for n in self.input_names
+        }
+        logits = self.session.run([LOGITS], batch)[0]
+        out, row = [], 0
+        for f in feeds:
+            rows, k = f[self.input_names[0]].shape
+            out.append(np.ascontiguousarray(logits[row : row + rows, :k]))
+            row += rows
+        return out
+
+
+class Postprocessor:
+    """Logits of all windows of a request -> one JSON array of entities per text."""
+
+    def __init__(self, labels: LabelMap) -> None:
+        self.labels = labels
+
+    def __call__(self, raw: np.ndarray, tensors: dict[str, np.ndarray]) -> np.ndarray:
+        texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in raw.reshape(-1)]
+        logits, offsets, word_ids = tensors[LOGITS], tensors[OFFSETS], tensors[WORD_IDS]
+        owned, index = tensors[OWNED].astype(bool), tensors[TEXT_INDEX]
+        out = np.empty(len(texts), dtype=np.object_)
+        for i, text in enumerate(texts):
+            rows = np.flatnonzero(index == i)
+            mask = owned[rows]
+            ents = decode_entities(
+                text,
+                logits[rows][mask],
+                [tuple(o) for o in offsets[rows][mask].tolist()],
+                [None if w < 0 else int(w) for w in word_ids[rows][mask].tolist()],
+                self.labels,
+            )
+            out[i] = json.dumps([e.as_dict() for e in ents]).encode("utf-8")
+        return out
+
+
+def entities_from_json(payload: bytes | str) -> list[dict[str, Any]]:
+    """Parse one ENTITIES element (a JSON array of entity objects)."""
+    return json.loads(payload)  # type: ignore[no-any-return]

@@ -1,0 +1,72 @@
+"""`ner-serve` fails with a message that names the fix: port taken, empty repository, broken model."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ner_triton.errors import ServerError
+from ner_triton.serving.server import ServerSettings, TritonServer, free_ports
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _settings(tmp_path: Path, repository: Path) -> ServerSettings:
+    grpc, http, metrics = free_ports(3)
+    return replace(
+        ServerSettings(),
+        repository=repository,
+        grpc_port=grpc,
+        http_port=http,
+        metrics_port=metrics,
+        log_file=tmp_path / "triton.log",
+        pid_file=tmp_path / "triton.pid",
+        startup_timeout_s=90,
+    )
+
+
+def test_empty_repository_says_run_make_build(tmp_path: Path) -> None:
+    (tmp_path / "repo").mkdir()
+    with pytest.raises(ServerError, match="holds no model: run `make build`"):
+        TritonServer(_settings(tmp_path, tmp_path / "repo")).start()
+
+
+def test_configs_without_weights_say_run_make_build(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2] / "model_repository"
+    with pytest.raises(ServerError, match=r"no weights .*model.onnx missing.*make build"):
+        TritonServer(_settings(tmp_path, root)).start()
+
+
+def test_port_taken_names_the_port_and_the_variables(tmp_path: Path, repository: Path) -> None:
+    settings = _settings(tmp_path, repository)
+    with socket.socket() as s:
+        s.bind((settings.host, settings.grpc_port))
+        s.listen()
+        with pytest.raises(ServerError, match=rf"port\(s\) \[{settings.grpc_port}\].*TRITON_GRPC_PORT"):
+            TritonServer(settings).start()
+
+
+def test_model_that_fails_to_load_shows_tritons_reason(tmp_path: Path, repository: Path) -> None:
+    broken = tmp_path / "repo"
+    shutil.copytree(repository, broken)
+    (broken / "ner_bert_fp32" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(ServerError, match=r"ner_bert_fp32") as info:
+        TritonServer(_settings(tmp_path, broken)).start()
+    assert "At:" not in str(info.value), "the python traceback is cut from the message"
+
+
+def test_cli_prints_one_line_error_not_a_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ner_triton.serving.server", "start", "--repository", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "does not exist: run `make build` first" in proc.stderr and "Traceback" not in proc.stderr

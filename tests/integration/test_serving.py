@@ -1,0 +1,168 @@
+"""The ensemble on a real tritonserver: readiness, entities, offsets, ragged batching, per-request errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from ner_triton.client import AsyncNerClient, NerClient
+from ner_triton.data import load_split
+from ner_triton.errors import RequestRejectedError, ServiceUnavailableError
+from ner_triton.serving.served_eval import evaluate_served
+from ner_triton.serving.server import ServerSettings
+from support import TinyBuild
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SENTENCES = [
+    "EU rejects German call to boycott British lamb.",
+    "Peter Blackburn",
+    "The U.S. and Japan talked with Siemens AG in Berlin.",
+    "BRUSSELS 1996-08-22",
+]
+
+
+def test_server_and_every_model_are_ready(server: ServerSettings) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    assert client.is_server_ready()
+    for name in ("ner", "ner_fp32", "ner_preprocess", "ner_bert_int8", "ner_bert_fp32", "ner_postprocess"):
+        assert client.is_model_ready(name), name
+
+
+def test_known_sentences_get_entities_that_slice_the_text(server: ServerSettings) -> None:
+    with NerClient(server.grpc_url) as client:
+        results = client.extract(SENTENCES)
+    assert len(results) == len(SENTENCES)
+    # The tiny model was trained on exactly these documents: it finds their names.
+    found = {(e.entity, e.word) for ents in results for e in ents}
+    assert ("PER", "Peter Blackburn") in found, found
+    assert any(kind == "LOC" for kind, _ in found), found
+    for text, ents in zip(SENTENCES, results, strict=True):
+        for e in ents:
+            assert text[e.start : e.end] == e.word
+            assert 0.0 < e.score <= 1.0 and e.entity in {"LOC", "MISC", "ORG", "PER"}
+
+
+def test_int8_and_fp32_ensembles_agree_on_spans(server: ServerSettings) -> None:
+    with NerClient(server.grpc_url) as int8, NerClient(server.grpc_url, model="ner_fp32") as fp32:
+        a, b = int8.extract(SENTENCES), fp32.extract(SENTENCES)
+    assert [[(e.start, e.end) for e in x] for x in a] == [[(e.start, e.end) for e in x] for x in b]
+
+
+def test_long_text_is_windowed_not_truncated(server: ServerSettings) -> None:
+    text = " ".join(["Peter Blackburn visited Berlin ."] * 60)  # ~300 tokens: 3+ windows of 128
+    with NerClient(server.grpc_url) as client:
+        (ents,) = client.extract([text])
+    assert max(e.end for e in ents) > len(text) * 0.9, "entities at the end of a long text are found"
+    assert all(text[e.start : e.end] == e.word for e in ents)
+
+
+def test_concurrent_texts_of_different_lengths_are_batched_together(server: ServerSettings) -> None:
+    texts = [" ".join(["word"] * n) + " Berlin" for n in range(1, 41)]
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    before = client.get_inference_statistics("ner_bert_int8", as_json=True)["model_stats"][0]
+    with ThreadPoolExecutor(16) as pool, NerClient(server.grpc_url) as ner:
+        list(pool.map(lambda t: ner.extract([t]), texts * 4))
+    after = client.get_inference_statistics("ner_bert_int8", as_json=True)["model_stats"][0]
+    inferences = int(after["inference_count"]) - int(before["inference_count"])
+    executions = int(after["execution_count"]) - int(before["execution_count"])
+    assert inferences == len(texts) * 4
+    assert executions < inferences, "requests of different lengths were never batched together"
+
+
+def test_async_client(server: ServerSettings) -> None:
+    async def run() -> list[list[str]]:
+        async with AsyncNerClient(server.grpc_url) as client:
+            results = await asyncio.gather(*(client.extract([s]) for s in SENTENCES))
+        return [[e.word for e in r[0]] for r in results]
+
+    words = asyncio.run(run())
+    with NerClient(server.grpc_url) as client:
+        assert words == [[e.word for e in ents] for ents in client.extract(SENTENCES)]
+
+
+def _raw_infer(server: ServerSettings, model: str, names: str, data: np.ndarray, dtype: str) -> object:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tensors = []
+    for name in names.split(","):
+        tensors.append(grpcclient.InferInput(name, list(data.shape), dtype))
+        tensors[-1].set_data_from_numpy(data)
+    try:
+        return client.infer(model, tensors)
+    except grpcclient.InferenceServerException as exc:
+        return exc
+
+
+BERT_INPUTS = "input_ids,attention_mask,casing_ids"
+BAD_REQUESTS = {
+    "empty string": ("ner", "TEXT", np.array([b""], dtype=np.object_), "BYTES", "empty or whitespace"),
+    "whitespace": ("ner", "TEXT", np.array([b" \n\t "], dtype=np.object_), "BYTES", "empty or whitespace"),
+    "invalid utf-8": ("ner", "TEXT", np.array([b"Paris \xff\xfe"], dtype=np.object_), "BYTES", "not valid UTF-8"),
+    "control char": ("ner", "TEXT", np.array([b"Paris\x00"], dtype=np.object_), "BYTES", "control character"),
+    "over-long text": ("ner", "TEXT", np.array([b"a " * 60_000], dtype=np.object_), "BYTES", "the limit is 100000"),
+    "wrong shape": ("ner", "TEXT", np.array([[b"Paris"]], dtype=np.object_), "BYTES", "shape"),
+    "wrong dtype": ("ner", "TEXT", np.array([1, 2], dtype=np.int32), "INT32", "data-type"),
+    "bert wrong rank": ("ner_bert_int8", BERT_INPUTS, np.ones((2, 3, 4), np.int64), "INT64", "shape"),
+    "bert wrong dtype": ("ner_bert_int8", BERT_INPUTS, np.ones((2, 3), np.int32), "INT32", "data-type"),
+    "bert batch too big": ("ner_bert_int8", BERT_INPUTS, np.ones((65, 3), np.int64), "INT64", "batch"),
+    "unknown model": ("no_such_model", "TEXT", np.array([b"Paris"], dtype=np.object_), "BYTES", "unknown model"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_requests_fail_alone_while_good_ones_in_flight_succeed(server: ServerSettings, case: str) -> None:
+    model, name, data, dtype, message = BAD_REQUESTS[case]
+    with ThreadPoolExecutor(8) as pool, NerClient(server.grpc_url) as client:
+        good = [pool.submit(client.extract, [s]) for s in SENTENCES * 2]
+        bad = pool.submit(_raw_infer, server, model, name, data, dtype)
+        error = bad.result(timeout=60)
+        assert isinstance(error, grpcclient.InferenceServerException), f"{case} was accepted"
+        assert message.lower() in error.message().lower(), error.message()
+        assert all(len(f.result(timeout=60)) == 1 for f in good)
+    with NerClient(server.grpc_url) as client:
+        assert client.is_ready()
+
+
+def test_client_errors_are_clear(server: ServerSettings) -> None:
+    with NerClient(server.grpc_url) as client, pytest.raises(RequestRejectedError, match=r"not valid UTF-8|control"):
+        client.extract(["ok", "bad \x00"])
+    with (
+        NerClient(server.grpc_url, model="no_such_model") as client,
+        pytest.raises(RequestRejectedError, match="no_such_model"),
+    ):
+        client.extract(["Paris"])
+    with NerClient("127.0.0.1:1", timeout_s=5) as client, pytest.raises(ServiceUnavailableError, match="make serve"):
+        client.extract(["Paris"])
+
+
+def test_cli_prints_json(server: ServerSettings) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "ner_triton.client_cli", "--url", server.grpc_url, "--json", SENTENCES[1]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (item,) = json.loads(proc.stdout)
+    assert item["text"] == SENTENCES[1]
+    assert all(set(e) == {"entity", "start", "end", "word", "score"} for e in item["entities"])
+
+
+def test_f1_through_the_server_equals_the_in_process_int8_f1(
+    server: ServerSettings, tiny_build: TinyBuild, conll_dir: Path
+) -> None:
+    test = load_split(str(conll_dir), "test")
+    served = evaluate_served(server.grpc_url, test, concurrency=8)
+    report = json.loads((tiny_build.artifacts / "report.json").read_text())
+    assert served["sentences"] == len(test)
+    assert abs(served["f1"] - report["variants"]["onnx_int8"]["f1"]) <= 0.001, (served, report["variants"]["onnx_int8"])
+    assert served["bert_inferences"] == len(test)

@@ -1,0 +1,134 @@
+"""The python-backend steps on numpy arrays, without Triton: windows, validation, decoding."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ner_triton.alignment import encode_texts, encode_windows
+from ner_triton.decoding import Entity, decode_entities, spans_to_token_tags
+from ner_triton.errors import InvalidInputError
+from ner_triton.labels import LabelMap
+from ner_triton.modeling import load_tokenizer
+from ner_triton.schema import ATTENTION_MASK, CASING_IDS, INPUT_IDS, LOGITS, OWNED, TEXT_INDEX
+from ner_triton.serving.steps import Limits, Postprocessor, Preprocessor, decode_texts
+
+LABELS = LabelMap(("O", "B-LOC", "I-LOC", "B-PER", "I-PER"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir: Path) -> Any:
+    return load_tokenizer(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def pre(tiny_model_dir: Path) -> Preprocessor:
+    return Preprocessor(tiny_model_dir, Limits(max_length=16, stride=4, max_windows=64))
+
+
+def _texts(*items: bytes | str) -> np.ndarray:
+    return np.array([i.encode() if isinstance(i, str) else i for i in items], dtype=np.object_)
+
+
+def test_short_text_gives_one_window_equal_to_plain_encoding(tokenizer: Any) -> None:
+    text = "Peter Blackburn visited Berlin."
+    (window,) = encode_windows(tokenizer, text, 128, 32)
+    assert window.encoding == encode_texts(tokenizer, [text], 128)[0]
+    assert window.owned == [False, *[True] * (len(window.encoding) - 2), False]
+
+
+@pytest.mark.parametrize(("max_length", "stride"), [(8, 0), (8, 3), (16, 4), (32, 10)])
+def test_every_token_is_owned_by_exactly_one_window(tokenizer: Any, max_length: int, stride: int) -> None:
+    text = " ".join(f"word{i} Berlin" for i in range(40))
+    windows = encode_windows(tokenizer, text, max_length, stride)
+    assert len(windows) > 1 and all(len(w.encoding) <= max_length for w in windows)
+    owned = [off for w in windows for off, o in zip(w.encoding.offsets, w.owned, strict=True) if o]
+    plain = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
+    assert owned == [tuple(o) for o in plain]
+
+
+def test_preprocess_outputs_windows_of_every_text(pre: Preprocessor) -> None:
+    out = pre(_texts("Paris", "word " * 30 + "Berlin"))
+    n = out[INPUT_IDS].shape[0]
+    assert n > 2 and out[TEXT_INDEX].tolist() == [0] + [1] * (n - 1)
+    assert out[INPUT_IDS].shape == out[ATTENTION_MASK].shape == out[CASING_IDS].shape == out[OWNED].shape
+    assert out[INPUT_IDS].shape[1] <= 16 and out[INPUT_IDS].dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (_texts(""), "empty or whitespace"),
+        (_texts("ok", " \t"), "text 1 is empty"),
+        (_texts(b"\xff"), "not valid UTF-8"),
+        (_texts("a\x07b"), "control character U+0007"),
+        (_texts("a" * 101), "the limit is 100"),
+        (np.array([], dtype=np.object_), "send at least one text"),
+        (np.array([[b"a"]], dtype=np.object_), "shape [n]"),
+        (np.array([1, 2]), "BYTES"),
+        (_texts(*["a"] * 5), "the limit is 4"),
+    ],
+)
+def test_bad_texts_get_a_message_naming_the_problem(raw: np.ndarray, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        decode_texts(raw, Limits(max_texts=4, max_text_bytes=100))
+
+
+def test_too_many_windows_is_rejected(tiny_model_dir: Path) -> None:
+    step = Preprocessor(tiny_model_dir, Limits(max_length=8, stride=0, max_windows=3))
+    with pytest.raises(InvalidInputError, match="windows"):
+        step(_texts("word " * 40))
+
+
+def test_decode_entities_merges_words_and_slices_text(tokenizer: Any) -> None:
+    text = "Angela Merkel went to New York"
+    enc = encode_texts(tokenizer, [text], 64)[0]
+    tags = {
+        text.index(w): t for w, t in [("Angela", "B-PER"), ("Merkel", "I-PER"), ("New", "B-LOC"), ("York", "I-LOC")]
+    }
+    logits = np.full((len(enc), len(LABELS)), -5.0, np.float32)
+    for pos, (s, _) in enumerate(enc.offsets):
+        logits[pos, LABELS.label2id[tags.get(s, "O") if enc.word_ids[pos] is not None else "O"]] = 5.0
+    ents = decode_entities(text, logits, enc.offsets, enc.word_ids, LABELS)
+    assert [(e.entity, e.word) for e in ents] == [("PER", "Angela Merkel"), ("LOC", "New York")]
+    assert all(0.99 < e.score <= 1.0 for e in ents)
+
+
+def test_lenient_decoding_starts_entities_at_stray_inside_tags() -> None:
+    offsets = [(0, 0), (0, 1), (2, 3), (4, 5), (0, 0)]
+    word_ids = [None, 0, 1, 2, None]
+    logits = np.full((5, len(LABELS)), -5.0, np.float32)
+    for pos, tag in [(1, "I-PER"), (2, "I-LOC"), (3, "I-LOC")]:
+        logits[pos, LABELS.label2id[tag]] = 5.0
+    ents = decode_entities("a b c", logits, offsets, word_ids, LABELS)
+    assert [(e.entity, e.start, e.end) for e in ents] == [("PER", 0, 1), ("LOC", 2, 5)]
+
+
+def test_spans_to_token_tags() -> None:
+    ents = [Entity("PER", 0, 13, "Angela Merkel", 1.0)]
+    assert spans_to_token_tags(ents, [0, 7, 14], [6, 13, 18]) == ["B-PER", "I-PER", "O"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    text=st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=300), seed=st.integers(0, 99)
+)
+def test_random_unicode_spans_always_slice_the_original_text(pre: Preprocessor, text: str, seed: int) -> None:
+    if not text.strip():
+        with pytest.raises(InvalidInputError):
+            pre(_texts(text))
+        return
+    tensors = pre(_texts(text))
+    rng = np.random.default_rng(seed)
+    tensors[LOGITS] = rng.normal(size=(*tensors[INPUT_IDS].shape, len(LABELS))).astype(np.float32)
+    (payload,) = Postprocessor(LABELS)(_texts(text), tensors)
+    for e in json.loads(payload):
+        assert 0 <= e["start"] < e["end"] <= len(text)
+        assert text[e["start"] : e["end"]] == e["word"]
