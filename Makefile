@@ -8,27 +8,27 @@ STAMP := $(VENV)/.setup-done
 # Build knobs, passed to the build through the environment (empty = default):
 #   MODEL (local path or hub id; default: the offline all-MiniLM-L6-v2), DATA (CoNLL-2003 dir or 'hub'),
 #   EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES, CASING (1/0), SEED, LR, BATCH_SIZE, CALIB_SENTENCES, ARTIFACTS
-export MODEL_REPOSITORY MODEL DATA EPOCHS MAX_TRAIN_SENTENCES MAX_EVAL_SENTENCES CASING SEED LR BATCH_SIZE CALIB_SENTENCES ARTIFACTS
+export MODEL_REPOSITORY MODEL DATA EPOCHS MAX_TRAIN_SENTENCES MAX_EVAL_SENTENCES CASING SEED LR BATCH_SIZE CALIB_SENTENCES INT8_KEEP_FLOAT ARTIFACTS
 # Quick build used by `make demo`: a subset of CoNLL-2003, a few minutes on 2 cores.
 DEMO_TRAIN_SENTENCES ?= 3000
 DEMO_EPOCHS ?= 2
 
-.PHONY: help setup build demo repository serve stop test test-fast lint format clean
+.PHONY: help setup build demo repository serve eval-served tune-batching bench loadtest stop test test-fast lint format clean
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[serve,plots,dev]'
+	$(PY) -m pip install -q -e '.[serve,loadtest,plots,dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install the project (CPU torch from local disk); quick when done
 	@echo "environment ready: $(VENV)"
 
-build: setup ## Fine-tune, export, quantize, evaluate; writes artifacts/report.{json,md}
+build: setup ## Fine-tune, export, quantize, evaluate, gate; writes artifacts/report.{json,md}, fills model_repository/
 	$(PY) build/build.py
 
 demo: setup ## The main job: quick build on a CoNLL-2003 subset, serve it on Triton, run the client, stop
@@ -41,6 +41,24 @@ repository: setup ## Regenerate the committed config.pbtxt / model.py files of m
 serve: setup ## Start tritonserver on model_repository/ (ports: TRITON_GRPC_PORT/HTTP/METRICS) and wait until ready
 	$(VENV)/bin/ner-serve start
 
+eval-served: setup ## Entity F1 of CoNLL-2003 test through the running server (16 clients), vs the build report
+	$(VENV)/bin/python -m ner_triton.serving.served_eval --url 127.0.0.1:$${TRITON_GRPC_PORT:-8001} \
+	  --report $${ARTIFACTS:-artifacts}/report.json --output $${ARTIFACTS:-artifacts}/served_eval.json
+
+tune-batching: setup ## Compare dynamic-batching settings of the BERT step on a real server (needs a build)
+	$(VENV)/bin/python -m ner_triton.serving.tuning --artifacts $${ARTIFACTS:-artifacts} \
+	  --output $${ARTIFACTS:-artifacts}/batching.json
+
+bench: setup ## Peers side by side (HF pipeline, ORT in-process, Triton gRPC) -> benchmarks/results/
+	$(VENV)/bin/python -m ner_triton.bench.run --artifacts $${ARTIFACTS:-artifacts}
+
+loadtest: setup ## Locust scenario (NER_SCENARIO=steady|ramp|spike) on a running server; SLO breach = exit 1
+	NER_SCENARIO=$${NER_SCENARIO:-steady} $(VENV)/bin/locust -f loadtest/locustfile.py --headless --processes -1 \
+	  --host 127.0.0.1:$${TRITON_GRPC_PORT:-8001} \
+	  --triton-metrics-url http://127.0.0.1:$${TRITON_METRICS_PORT:-8002}/metrics \
+	  --csv loadtest/results/$${NER_SCENARIO:-steady} --html loadtest/results/$${NER_SCENARIO:-steady}.html \
+	  --report-prefix loadtest/results/$${NER_SCENARIO:-steady}
+
 stop: ## Stop the server started by `make serve`
 	@if [ -x $(VENV)/bin/ner-serve ]; then $(VENV)/bin/ner-serve stop; fi
 
@@ -51,13 +69,13 @@ test-fast: setup ## Run the tests without the slow end-to-end ones
 	$(PY) -m pytest -m "not slow"
 
 lint: setup ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check src tests build
-	$(VENV)/bin/ruff format --check src tests build
+	$(VENV)/bin/ruff check src tests build client loadtest
+	$(VENV)/bin/ruff format --check src tests build client loadtest
 	$(VENV)/bin/mypy
 
 format: setup ## Apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix src tests build
-	$(VENV)/bin/ruff format src tests build
+	$(VENV)/bin/ruff check --fix src tests build client loadtest
+	$(VENV)/bin/ruff format src tests build client loadtest
 
 clean: ## Remove build outputs (keeps .venv)
 	rm -rf artifacts .triton .pytest_cache .mypy_cache .ruff_cache

@@ -5,15 +5,20 @@
             print([(e.entity, e.word) for e in entities])
 
 :class:`NerClient` is synchronous, :class:`AsyncNerClient` is the asyncio twin. Many texts go in one
-request (up to ``max_texts_per_request``; longer lists are split). Every failure is a
+request (up to ``max_texts_per_request``; longer lists are split); ``retry`` (a :class:`RetryPolicy`) retries
+overload and restarts with exponential backoff and jitter. Every failure is a
 :class:`~ner_triton.errors.ClientError`: :class:`ServiceUnavailableError` (no server),
 :class:`DeadlineExceededError` (too slow for ``timeout_s``) or :class:`RequestRejectedError` (the server's reason).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -59,6 +64,27 @@ def _parse(result: Any, n: int) -> list[list[Entity]]:
     return [[Entity(**e) for e in json.loads(item)] for item in raw]
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries with exponential backoff and full jitter, only for statuses worth retrying
+    (the server is restarting or shedding load); bad input and deadlines are never retried."""
+
+    retries: int = 2
+    base_s: float = 0.05
+    cap_s: float = 2.0
+    retryable: tuple[str, ...] = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0.0, min(self.cap_s, self.base_s * 2**attempt))
+
+    def should_retry(self, exc: Exception, attempt: int) -> bool:
+        status = str(getattr(exc, "status", lambda: "")() or "")
+        return attempt < self.retries and any(s in status for s in self.retryable)
+
+
+NO_RETRY = RetryPolicy(retries=0)
+
+
 def translate_error(exc: Exception, url: str, model: str, timeout_s: float | None) -> ClientError:
     """Map a tritonclient exception to our exception tree, with the fix in the message."""
     status = str(getattr(exc, "status", lambda: "")() or "")
@@ -83,12 +109,13 @@ class NerClient:
         model: str = ENSEMBLE,
         timeout_s: float | None = 30.0,
         max_texts_per_request: int = 64,
+        retry: RetryPolicy = NO_RETRY,
     ) -> None:
         import tritonclient.grpc as grpcclient
 
         self._mod = grpcclient
         self.url, self.model, self.timeout_s = url, model, timeout_s
-        self.max_texts_per_request = max_texts_per_request
+        self.max_texts_per_request, self.retry = max_texts_per_request, retry
         self._client = grpcclient.InferenceServerClient(url=url)
 
     def is_ready(self) -> bool:
@@ -103,17 +130,24 @@ class NerClient:
         checked = _check_texts(texts)
         out: list[list[Entity]] = []
         for part in _chunks(checked, self.max_texts_per_request):
+            out.extend(_parse(self._infer(part), len(part)))
+        return out
+
+    def _infer(self, part: Sequence[str]) -> Any:
+        attempt = 0
+        while True:
             try:
-                result = self._client.infer(
+                return self._client.infer(
                     self.model,
                     _inputs(self._mod, part),
                     outputs=[self._mod.InferRequestedOutput(ENTITIES)],
                     client_timeout=self.timeout_s,
                 )
             except self._mod.InferenceServerException as exc:
-                raise translate_error(exc, self.url, self.model, self.timeout_s) from exc
-            out.extend(_parse(result, len(part)))
-        return out
+                if not self.retry.should_retry(exc, attempt):
+                    raise translate_error(exc, self.url, self.model, self.timeout_s) from exc
+                time.sleep(self.retry.delay(attempt))
+                attempt += 1
 
     def statistics(self, model: str = "") -> dict[str, Any]:
         """Triton's inference statistics (all models, or one) as a dict."""
@@ -138,30 +172,38 @@ class AsyncNerClient:
         model: str = ENSEMBLE,
         timeout_s: float | None = 30.0,
         max_texts_per_request: int = 64,
+        retry: RetryPolicy = NO_RETRY,
     ) -> None:
         import tritonclient.grpc as grpcclient
         import tritonclient.grpc.aio as aioclient
 
         self._mod, self._aio = grpcclient, aioclient
         self.url, self.model, self.timeout_s = url, model, timeout_s
-        self.max_texts_per_request = max_texts_per_request
+        self.max_texts_per_request, self.retry = max_texts_per_request, retry
         self._client = aioclient.InferenceServerClient(url=url)
 
     async def extract(self, texts: Sequence[str]) -> list[list[Entity]]:
         checked = _check_texts(texts)
         out: list[list[Entity]] = []
         for part in _chunks(checked, self.max_texts_per_request):
+            out.extend(_parse(await self._infer(part), len(part)))
+        return out
+
+    async def _infer(self, part: Sequence[str]) -> Any:
+        attempt = 0
+        while True:
             try:
-                result = await self._client.infer(
+                return await self._client.infer(
                     self.model,
                     _inputs(self._aio, part),
                     outputs=[self._aio.InferRequestedOutput(ENTITIES)],
                     client_timeout=self.timeout_s,
                 )
             except self._mod.InferenceServerException as exc:
-                raise translate_error(exc, self.url, self.model, self.timeout_s) from exc
-            out.extend(_parse(result, len(part)))
-        return out
+                if not self.retry.should_retry(exc, attempt):
+                    raise translate_error(exc, self.url, self.model, self.timeout_s) from exc
+                await asyncio.sleep(self.retry.delay(attempt))
+                attempt += 1
 
     async def close(self) -> None:
         await self._client.close()

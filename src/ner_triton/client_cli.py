@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from ner_triton.client import DEFAULT_URL, NerClient
+from ner_triton.client import DEFAULT_URL, NerClient, RetryPolicy
 from ner_triton.decoding import Entity
 from ner_triton.errors import NerTritonError
 from ner_triton.schema import ENSEMBLE
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     texts = read_texts(args.texts, sys.stdin)
     try:
-        with NerClient(args.url, args.model, args.timeout) as client:
+        with NerClient(args.url, args.model, args.timeout, retry=RetryPolicy()) as client:
             results = client.extract(texts)
     except NerTritonError as exc:
         print(f"error: {exc}", file=sys.stderr)

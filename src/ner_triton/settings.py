@@ -54,9 +54,13 @@ class QuantSettings:
     max_f1_drop_points: float = 1.0
     # Extra MatMul nodes kept in float because they are the most sensitive (names or substrings).
     keep_float: tuple[str, ...] = ()
+    # Also keep this many of the most sensitive weight MatMuls in float (ranked on calibration data).
+    keep_float_top: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, "calibration_sentences", "calibration_length")
+        if self.keep_float_top < 0:
+            raise ConfigError(f"keep_float_top={self.keep_float_top} must be >= 0.")
         if self.max_f1_drop_points < 0:
             raise ConfigError(f"max_f1_drop_points={self.max_f1_drop_points} must be >= 0.")
 
@@ -84,7 +88,7 @@ class BuildSettings:
     def from_env(cls, env: dict[str, str] | None = None) -> BuildSettings:
         """Settings from ``MODEL``, ``DATA``, ``ARTIFACTS``, ``EPOCHS``, ``MAX_TRAIN_SENTENCES``,
         ``MAX_EVAL_SENTENCES``, ``MODEL_REPOSITORY``, ``CASING``, ``SEED``, ``LR``, ``BATCH_SIZE``,
-        ``CALIB_SENTENCES``."""
+        ``CALIB_SENTENCES``, ``INT8_KEEP_FLOAT``."""
         env = dict(os.environ if env is None else env)
         base = cls()
         train = replace(
@@ -101,7 +105,13 @@ class BuildSettings:
                 },
             ),
         )
-        quant = replace(base.quant, **_env_fields(env, {"CALIB_SENTENCES": ("calibration_sentences", int)}))
+        quant = replace(
+            base.quant,
+            **_env_fields(
+                env,
+                {"CALIB_SENTENCES": ("calibration_sentences", int), "INT8_KEEP_FLOAT": ("keep_float_top", int)},
+            ),
+        )
         top = _env_fields(
             env,
             {

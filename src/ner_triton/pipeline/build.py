@@ -18,6 +18,7 @@ from typing import Any
 from ner_triton.data import load_split
 from ner_triton.errors import NerTritonError, QualityGateError
 from ner_triton.labels import LabelMap
+from ner_triton.logs import setup_logging
 from ner_triton.modeling import NerModel, load_tokenizer
 from ner_triton.pipeline.evaluate import Predictor, evaluate, measure_latency, onnx_predictor, torch_predictor
 from ner_triton.pipeline.export import export_onnx
@@ -67,6 +68,7 @@ def quantize_variants(settings: BuildSettings, model_dir: Path, fp32: Path, outp
             len(labels),
             settings.quant.calibration_length,
             settings.quant.keep_float,
+            keep_float_top=settings.quant.keep_float_top,
         ),
         "onnx_int8_dynamic": quantize_dynamic_int8(fp32, output_dir),
     }
@@ -168,14 +170,13 @@ def enforce_gate(verdict: dict[str, Any], report_md: Path) -> None:
     if not verdict["passed"]:
         raise QualityGateError(
             "INT8 accuracy gate failed: " + "; ".join(verdict["failures"]) + f". See {report_md}; "
-            "try more CALIB_SENTENCES, or keep the most sensitive MatMuls in float (QuantSettings.keep_float)."
+            "keep the most sensitive MatMuls in float (INT8_KEEP_FLOAT=2; ranking in onnx/sensitivity.json) "
+            "or try more CALIB_SENTENCES."
         )
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "onnxruntime", "root"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    setup_logging()
     try:
         settings = BuildSettings.from_env()
         path = build(settings)

@@ -14,6 +14,7 @@ Two variants:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -90,6 +91,52 @@ def static_plan(model: onnx.ModelProto, num_labels: int, keep_float: Sequence[st
     return quantize, sorted(keep)
 
 
+def matmul_sensitivity(fp32_path: Path, reader: PaddedCalibrationReader, candidates: Sequence[str]) -> dict[str, float]:
+    """Relative error each weight MatMul would add if it alone were quantized, most sensitive first.
+
+    For every candidate ``Y = X @ W`` the float model's real input activations ``X`` (calibration
+    tokens, padding excluded) are fake-quantized exactly as the static recipe does (min-max uint8
+    asymmetric for ``X``, symmetric int8 per output channel for ``W``) and the error is
+    ``||Xq @ Wq - X @ W|| / ||X @ W||``. Large errors mark the layers worth keeping in float
+    (typically FFN output projections, whose GELU inputs have outliers).
+    """
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(fp32_path))
+    weights = {i.name: i for i in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.name in set(candidates)]
+    inputs = sorted({n.input[0] for n in nodes})
+    present = {o.name for o in model.graph.output}
+    model.graph.output.extend(
+        helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in inputs if name not in present
+    )
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    acts: dict[str, list[np.ndarray]] = {n: [] for n in inputs}
+    reader.rewind()
+    while (feed := reader.get_next()) is not None:
+        keep = feed[ATTENTION_MASK].reshape(-1).astype(bool)
+        for name, value in zip(inputs, session.run(inputs, feed), strict=True):
+            acts[name].append(value.reshape(-1, value.shape[-1])[keep])
+    reader.rewind()
+    errors = {}
+    for node in nodes:
+        x = np.concatenate(acts[node.input[0]]).astype(np.float64)
+        w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
+        lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+        scale = (hi - lo) / 255.0 or 1.0
+        zero = np.round(-lo / scale)
+        xq = (np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale
+        ws = np.abs(w).max(axis=0) / 127.0
+        ws[ws == 0] = 1.0
+        wq = np.clip(np.round(w / ws), -127, 127) * ws
+        ref = x @ w
+        errors[node.name] = float(np.linalg.norm(xq @ wq - ref) / (np.linalg.norm(ref) or 1.0))
+    return dict(sorted(errors.items(), key=lambda kv: -kv[1]))
+
+
 def quantize_static_qdq(
     fp32_path: Path,
     output_dir: Path,
@@ -99,15 +146,26 @@ def quantize_static_qdq(
     length: int,
     keep_float: Sequence[str] = (),
     name: str = ONNX_INT8,
+    keep_float_top: int = 0,
 ) -> Path:
-    """Static INT8 QDQ model calibrated on ``calibration`` sentences; returns the path written."""
+    """Static INT8 QDQ model calibrated on ``calibration`` sentences; returns the path written.
+
+    ``keep_float_top`` > 0 also keeps the that many most sensitive weight MatMuls (by
+    :func:`matmul_sensitivity` on the calibration data) in float; the ranking is written to
+    ``sensitivity.json`` beside the model.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     output_dir.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(fp32_path))
-    quantize, kept = static_plan(model, num_labels, keep_float)
     inputs = [i.name for i in model.graph.input]
     reader = PaddedCalibrationReader(tokenizer, [s.text for s in calibration], length, inputs)
+    if keep_float_top > 0:
+        candidates, _ = static_plan(model, num_labels, keep_float)
+        ranking = matmul_sensitivity(fp32_path, reader, [c for c in candidates if c in set(weight_matmuls(model))])
+        (output_dir / "sensitivity.json").write_text(json.dumps(ranking, indent=2) + "\n", encoding="utf-8")
+        keep_float = (*keep_float, *list(ranking)[:keep_float_top])
+    quantize, kept = static_plan(model, num_labels, keep_float)
     out = output_dir / name
     log.info("static QDQ: %d nodes quantized, %d weight MatMuls kept in float: %s", len(quantize), len(kept), kept)
     quantize_static(

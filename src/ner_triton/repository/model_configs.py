@@ -47,6 +47,10 @@ class BatchingSettings:
     max_queue_delay_us: int = 2000
     instances: int = 1
     threads: int = 2
+    # Overload policy: a request waits at most this long in the queue, and at most this many wait;
+    # beyond either it is rejected at once (UNAVAILABLE) instead of piling up latency.
+    queue_timeout_us: int = 10_000_000
+    max_queue_size: int = 512
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,11 @@ def bert_config(s: RepositorySettings, variant: str, backend: str = "python") ->
     cfg.output.append(_out(LOGITS, mc.TYPE_FP32, [-1, -1]))
     cfg.dynamic_batching.preferred_batch_size.extend(b.preferred_batch_size)
     cfg.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_us
+    policy = cfg.dynamic_batching.default_queue_policy
+    policy.timeout_action = mc.ModelQueuePolicy.REJECT
+    policy.default_timeout_microseconds = b.queue_timeout_us
+    policy.allow_timeout_override = True
+    policy.max_queue_size = b.max_queue_size
     cfg.instance_group.append(mc.ModelInstanceGroup(count=b.instances, kind=mc.ModelInstanceGroup.KIND_CPU))
     warm = mc.ModelWarmup(name="sixteen_tokens", batch_size=1)
     for name in bert_inputs(s.use_casing):

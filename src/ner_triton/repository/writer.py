@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--artifacts", type=Path, help="also install this build's model files (e.g. artifacts)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from ner_triton.logs import setup_logging
+
+    setup_logging()
     try:
         if args.artifacts:
             export_repository(args.artifacts, args.repository)

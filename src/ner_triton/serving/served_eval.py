@@ -22,12 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from ner_triton.client import NerClient
 from ner_triton.data import Sentence, load_split
 from ner_triton.decoding import spans_to_token_tags
 from ner_triton.errors import NerTritonError
+from ner_triton.logs import setup_logging
 from ner_triton.pipeline.evaluate import score_tags
 from ner_triton.schema import BERT_PREFIX, ENSEMBLE
 from ner_triton.settings import default_data
@@ -70,8 +72,12 @@ def evaluate_served(
             local.client = NerClient(url, model, timeout_s)
         return local.client  # type: ignore[no-any-return]
 
+    latencies: list[float] = []
+
     def one(sentence: Sentence) -> list[str]:
+        t = time.perf_counter()
         (entities,) = client().extract([sentence.text])
+        latencies.append(time.perf_counter() - t)
         starts = sentence.token_starts()
         ends = [s + len(t) for s, t in zip(starts, sentence.tokens, strict=True)]
         return spans_to_token_tags(entities, starts, ends)
@@ -87,6 +93,7 @@ def evaluate_served(
     result = score_tags([s.tags for s in sentences], pred)
     executions = max(exe1 - exe0, 1)
     per_exec_ms = {k: round((ph1.get(k, 0) - ph0.get(k, 0)) / executions / 1e6, 3) for k in ph1}
+    ms = np.array(latencies) * 1000.0
     return {
         "model": model,
         "bert_step": bert,
@@ -95,6 +102,7 @@ def evaluate_served(
         "concurrency": concurrency,
         "seconds": round(seconds, 2),
         "sentences_per_s": round(len(sentences) / seconds, 1),
+        "latency_ms": {f"p{q}": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)},
         "bert_inferences": inf1 - inf0,
         "bert_executions": exe1 - exe0,
         "bert_avg_batch_size": round((inf1 - inf0) / executions, 2),
@@ -113,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=None, help="build report.json to compare with")
     parser.add_argument("--output", type=Path, default=None, help="write the result as JSON here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         import os
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ner_triton.errors import ConfigError, NerTritonError, ServerError
+from ner_triton.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repository", type=Path, help="model repository (default: $MODEL_REPOSITORY or model_repository)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         settings = ServerSettings.from_env()
         if args.repository:

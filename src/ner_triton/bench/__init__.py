@@ -1,0 +1,1 @@
+"""Peers side by side: in-process baselines vs the Triton ensemble."""

@@ -1,0 +1,172 @@
+"""The systems compared by ``make bench``, each measured on the same CoNLL-2003 test sentences.
+
+* ``hf_pipeline_fp32`` - transformers' ``pipeline("token-classification", aggregation_strategy="first")``
+  on the fine-tuned checkpoint, PyTorch FP32 (what a user would pick instead of a server).
+* ``ort_fp32_inprocess`` / ``ort_int8_inprocess`` - tokenize + ONNX Runtime + decode in one process with
+  the very functions the server uses (the limit a server on this machine can approach).
+* ``triton_fp32_grpc`` / ``triton_int8_grpc`` - the full ensemble over gRPC, one sentence per request,
+  from ``concurrency`` client threads.
+
+In-process peers run batches back to back (a request = a batch). Latency percentiles are per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ner_triton.alignment import encode_texts, pad_batch
+from ner_triton.decoding import decode_entities
+from ner_triton.labels import LabelMap
+from ner_triton.schema import LABELS_FILE, MODEL_DIR
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measurement: a peer at one batch size (in-process) or one concurrency (server)."""
+
+    batch_size: int
+    concurrency: int
+    sentences: int
+    seconds: float
+    throughput_sps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    client_cpu_pct: float
+    triton: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _percentiles(latencies: Sequence[float]) -> tuple[float, float, float]:
+    ms = np.array(latencies) * 1000.0
+    p50, p95, p99 = (round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99))
+    return p50, p95, p99
+
+
+def run_batches(fn: Callable[[list[str]], object], texts: Sequence[str], batch_size: int, warmup: int = 2) -> Run:
+    """Call ``fn`` on consecutive batches of ``texts``; each call is one request."""
+    batches = [list(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+    for batch in batches[:warmup]:
+        fn(batch)
+    latencies = []
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    for batch in batches:
+        t = time.perf_counter()
+        fn(batch)
+        latencies.append(time.perf_counter() - t)
+    seconds = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
+    return Run(batch_size, 1, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
+               *_percentiles(latencies), round(100 * cpu / seconds, 1))  # fmt: skip
+
+
+class InProcessOrt:
+    """Tokenize + ONNX Runtime + decode, exactly the server's steps without the server."""
+
+    def __init__(self, artifacts: Path, onnx_file: Path, threads: int) -> None:
+        from ner_triton.modeling import load_tokenizer
+        from ner_triton.pipeline.evaluate import onnx_session
+
+        self.tokenizer = load_tokenizer(str(artifacts / MODEL_DIR))
+        self.labels = LabelMap.load(artifacts / MODEL_DIR / LABELS_FILE)
+        self.session = onnx_session(onnx_file, threads)
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, texts: list[str]) -> list[list[Any]]:
+        encodings = encode_texts(self.tokenizer, texts, 128)
+        batch = pad_batch(encodings)
+        logits = self.session.run(None, {n: batch[n] for n in self.inputs})[0]
+        return [
+            decode_entities(t, logits[i, : len(e)], e.offsets, e.word_ids, self.labels)
+            for i, (t, e) in enumerate(zip(texts, encodings, strict=True))
+        ]
+
+
+class HfPipeline:
+    """transformers' token-classification pipeline on the fine-tuned checkpoint (PyTorch FP32).
+
+    The pipeline loads the plain Hugging Face model, so it runs without our casing embedding: it
+    computes the same encoder, but its predictions are not our model's (it is a speed peer).
+    """
+
+    def __init__(self, artifacts: Path, threads: int, batch_size: int) -> None:
+        import torch
+        from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+
+        torch.set_num_threads(threads)
+        model_dir = str(artifacts / MODEL_DIR)
+        self.pipe = pipeline(
+            "token-classification",
+            model=AutoModelForTokenClassification.from_pretrained(model_dir),
+            tokenizer=AutoTokenizer.from_pretrained(model_dir),
+            aggregation_strategy="first",
+            device=-1,
+        )
+        self.batch_size = batch_size
+
+    def __call__(self, texts: list[str]) -> object:
+        return self.pipe(texts, batch_size=self.batch_size)
+
+
+def _bert_stats(client: Any, model: str) -> tuple[int, int, dict[str, int]]:
+    from ner_triton.serving.served_eval import model_counts
+
+    return model_counts(client, model)
+
+
+def run_grpc(url: str, model: str, bert_step: str, texts: Sequence[str], concurrency: int) -> Run:
+    """``concurrency`` threads each sending one sentence per request until ``texts`` are done."""
+    from ner_triton.client import NerClient
+
+    local = threading.local()
+    latencies: list[float] = []
+
+    def one(text: str) -> None:
+        if not hasattr(local, "client"):
+            local.client = NerClient(url, model, timeout_s=120)
+        t = time.perf_counter()
+        local.client.extract([text])
+        latencies.append(time.perf_counter() - t)
+
+    with NerClient(url, model) as admin, ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, texts[: 2 * concurrency]))  # warm-up: every thread has its channel
+        latencies.clear()
+        inf0, exe0, ph0 = _bert_stats(admin, bert_step)
+        cpu0, t0 = _cpu_seconds(), time.perf_counter()
+        list(pool.map(one, texts))
+        seconds = time.perf_counter() - t0
+        cpu = _cpu_seconds() - cpu0
+        inf1, exe1, ph1 = _bert_stats(admin, bert_step)
+    executions = max(exe1 - exe0, 1)
+    requests = max(inf1 - inf0, 1)
+    triton = {
+        "bert_avg_batch_size": round((inf1 - inf0) / executions, 2),
+        "bert_queue_ms_per_request": round((ph1.get("queue", 0) - ph0.get("queue", 0)) / requests / 1e6, 3),
+        "bert_compute_ms_per_execution": round(
+            sum(ph1.get(k, 0) - ph0.get(k, 0) for k in ("compute_input", "compute_infer", "compute_output"))
+            / executions
+            / 1e6,
+            3,
+        ),
+    }
+    return Run(1, concurrency, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
+               *_percentiles(latencies), round(100 * cpu / seconds, 1), triton)  # fmt: skip

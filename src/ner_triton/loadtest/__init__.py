@@ -1,0 +1,1 @@
+"""Locust suite over gRPC: user, load shapes, SLO thresholds, Triton metrics and the merged report."""

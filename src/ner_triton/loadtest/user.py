@@ -1,0 +1,124 @@
+"""The Locust user: one gRPC channel per user, the ``ner`` ensemble, every call recorded.
+
+Import this module only inside Locust (gevent): it initialises gRPC for gevent before any channel
+exists, as gRPC's blocking calls would otherwise stall the whole worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from typing import Any
+
+import grpc.experimental.gevent as grpc_gevent
+from locust import User, constant, events, task
+
+grpc_gevent.init_gevent()
+
+import numpy as np  # noqa: E402
+import tritonclient.grpc as grpcclient  # noqa: E402
+
+from ner_triton.loadtest import metrics  # noqa: E402
+from ner_triton.loadtest.slo import Slo, check  # noqa: E402
+from ner_triton.loadtest.texts import TextPool  # noqa: E402
+from ner_triton.schema import ENSEMBLE, ENTITIES, TEXT  # noqa: E402
+from ner_triton.settings import default_data  # noqa: E402
+
+log = logging.getLogger(__name__)
+_POOL: TextPool | None = None
+_BEFORE: dict[str, Any] = {}
+
+
+@events.init_command_line_parser.add_listener
+def _arguments(parser: Any) -> None:
+    parser.add_argument("--ner-model", default=ENSEMBLE, help="ensemble to call")
+    parser.add_argument("--ner-data", default=os.environ.get("DATA") or default_data(), help="CoNLL-2003 dir")
+    parser.add_argument("--document-share", type=float, default=0.1, help="share of requests that are documents")
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="client deadline per request")
+    parser.add_argument("--slo-p95-ms", type=float, default=Slo.p95_ms)
+    parser.add_argument("--slo-p99-ms", type=float, default=Slo.p99_ms)
+    parser.add_argument("--slo-error-rate", type=float, default=Slo.max_error_rate)
+    parser.add_argument("--triton-metrics-url", default="", help="e.g. http://127.0.0.1:8002/metrics")
+    parser.add_argument("--report-prefix", default="", help="write <prefix>_report.{json,md} at the end")
+
+
+def _pool(environment: Any) -> TextPool:
+    global _POOL
+    if _POOL is None:
+        _POOL = TextPool.from_conll(environment.parsed_options.ner_data)
+    return _POOL
+
+
+def _is_worker(environment: Any) -> bool:
+    from locust.runners import WorkerRunner
+
+    return isinstance(environment.runner, WorkerRunner)
+
+
+@events.test_start.add_listener
+def _on_start(environment: Any, **_: Any) -> None:
+    url = environment.parsed_options.triton_metrics_url
+    if url and not _is_worker(environment):
+        _BEFORE.update(metrics.scrape(url))
+
+
+@events.quitting.add_listener
+def _on_quit(environment: Any, **_: Any) -> None:
+    if _is_worker(environment):
+        return
+    opts = environment.parsed_options
+    total = environment.stats.total
+    slo = Slo(opts.slo_p95_ms, opts.slo_p99_ms, opts.slo_error_rate)
+    breaches = check(total, slo)
+    triton = metrics.summarize(_BEFORE, metrics.scrape(opts.triton_metrics_url)) if opts.triton_metrics_url else {}
+    if opts.report_prefix:
+        from ner_triton.loadtest.report import write_merged_report
+
+        write_merged_report(opts.report_prefix, environment.stats, triton, slo, breaches)
+    if breaches:
+        log.error("SLO breached: %s", "; ".join(breaches))
+        environment.process_exit_code = 1
+    else:
+        log.info("SLO met: p95 <= %.0f ms, p99 <= %.0f ms, errors <= %.2f%%", slo.p95_ms, slo.p99_ms,
+                 100 * slo.max_error_rate)  # fmt: skip
+
+
+class NerGrpcUser(User):
+    """Closed-loop user: sends a sentence (or sometimes a long document), waits for the answer, repeats."""
+
+    wait_time = constant(0)
+    host = "127.0.0.1:8001"
+
+    def on_start(self) -> None:
+        opts = self.environment.parsed_options
+        self.model, self.timeout_s, self.document_share = opts.ner_model, opts.timeout_s, opts.document_share
+        self.client = grpcclient.InferenceServerClient(self.environment.host or self.host)
+        self.pool = _pool(self.environment)
+        self.rng = random.Random()
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+    @task
+    def extract(self) -> None:
+        is_doc = self.rng.random() < self.document_share
+        text = self.pool.document(self.rng) if is_doc else self.pool.sentence(self.rng)
+        data = np.array([text.encode("utf-8")], dtype=np.object_)
+        tensor = grpcclient.InferInput(TEXT, [1], "BYTES")
+        tensor.set_data_from_numpy(data)
+        start, size, error = time.perf_counter(), 0, None
+        try:
+            result = self.client.infer(self.model, [tensor], client_timeout=self.timeout_s)
+            size = sum(len(x) for x in result.as_numpy(ENTITIES))
+        except grpcclient.InferenceServerException as exc:
+            error = exc
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name="document" if is_doc else "sentence",
+            response_time=(time.perf_counter() - start) * 1000.0,
+            response_length=size,
+            exception=error,
+            context={},
+        )

@@ -1,0 +1,104 @@
+"""Choose the BERT step's dynamic-batching settings by measurement, on the real server.
+
+For each candidate :class:`~ner_triton.repository.model_configs.BatchingSettings` a repository is
+written to a temporary directory with the build's model, a server is started on free loopback
+ports, and CoNLL-2003 test sentences are sent one per request at concurrency 1 and at a high
+concurrency. The table gives throughput, latency percentiles and the executed batch size, side by
+side in one run (absolute times drift on shared machines; compare rows, not runs).
+
+    python -m ner_triton.serving.tuning --artifacts artifacts     # or: make tune-batching
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from ner_triton.data import Sentence, load_split
+from ner_triton.errors import NerTritonError
+from ner_triton.logs import setup_logging
+from ner_triton.repository.model_configs import BatchingSettings
+from ner_triton.repository.writer import install_artifacts, settings_for_model, write_configs
+from ner_triton.schema import MODEL_DIR
+from ner_triton.serving.served_eval import evaluate_served
+from ner_triton.serving.server import ServerSettings, TritonServer, free_ports
+from ner_triton.settings import default_data
+
+log = logging.getLogger(__name__)
+
+CANDIDATES: dict[str, BatchingSettings] = {
+    "no_delay": BatchingSettings(preferred_batch_size=(), max_queue_delay_us=0),
+    "delay_1ms": BatchingSettings(max_queue_delay_us=1000),
+    "delay_2ms": BatchingSettings(max_queue_delay_us=2000),
+    "delay_5ms": BatchingSettings(max_queue_delay_us=5000),
+    "2_instances_1_thread": BatchingSettings(max_queue_delay_us=2000, instances=2, threads=1),
+}
+
+
+def measure(
+    artifacts: Path,
+    batching: BatchingSettings,
+    sentences: Sequence[Sentence],
+    concurrency: Sequence[int],
+    workdir: Path,
+) -> dict[str, Any]:
+    settings = replace(settings_for_model(artifacts / MODEL_DIR), batching=batching, variants=("int8",))
+    repo = workdir / "repository"
+    write_configs(settings, repo)
+    install_artifacts(settings, artifacts, repo)
+    grpc, http, metrics = free_ports(3)
+    server = ServerSettings(
+        repository=repo,
+        grpc_port=grpc,
+        http_port=http,
+        metrics_port=metrics,
+        log_file=workdir / "triton.log",
+        pid_file=workdir / "triton.pid",
+    )
+    out: dict[str, Any] = {"batching": asdict(batching)}
+    with TritonServer(server):
+        for c in concurrency:
+            part = sentences[: max(100, 50 * c)]
+            r = evaluate_served(server.grpc_url, part, concurrency=c)
+            out[f"c{c}"] = {
+                k: r[k] for k in ("sentences_per_s", "latency_ms", "bert_avg_batch_size", "f1", "sentences")
+            }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ner-tune-batching", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--only", nargs="*", choices=sorted(CANDIDATES), default=None)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        sentences = load_split(args.data or default_data(), "test")
+        results = {}
+        for name in args.only or CANDIDATES:
+            with tempfile.TemporaryDirectory(prefix=f"tune-{name}-") as tmp:
+                results[name] = measure(args.artifacts, CANDIDATES[name], sentences, args.concurrency, Path(tmp))
+            log.info("%s: %s", name, json.dumps({k: v for k, v in results[name].items() if k != "batching"}))
+    except NerTritonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(results, indent=2)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""`make bench` and the Locust suite, on the tiny model and a real server (bounded, loopback only)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ner_triton.bench.run import BenchSettings, bench
+from ner_triton.serving.server import ServerSettings
+from support import TinyBuild
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_writes_every_peer_ratios_and_plots(tiny_build: TinyBuild, conll_dir: Path, tmp_path: Path) -> None:
+    settings = BenchSettings(
+        artifacts=tiny_build.artifacts,
+        data=str(conll_dir),
+        sentences=24,
+        batch_sizes=(1, 8),
+        concurrency=(1, 4),
+        threads=1,
+        output=tmp_path,
+    )
+    result = json.loads(bench(settings, command="pytest").read_text())
+    assert set(result["peers"]) == set(settings.peers)
+    for name, peer in result["peers"].items():
+        assert peer["throughput_sps"] > 0 and 0 < peer["p50_ms"] <= peer["p99_ms"], name
+        assert len(peer["runs"]) == 2
+    for run in result["peers"]["triton_int8_grpc"]["runs"]:
+        assert run["triton"]["bert_avg_batch_size"] >= 1
+    assert set(result["goals"]) == {
+        "triton_int8_vs_ort_int8_throughput",
+        "triton_int8_vs_hf_pipeline_throughput",
+        "triton_int8_c1_p50_minus_ort_int8_b1_p50_ms",
+    }
+    assert result["seed"] == 13 and result["machine"]["cpus"] and result["versions"]["onnxruntime"]
+    assert "| triton_int8_grpc |" in (tmp_path / "latest.md").read_text()
+    assert (tmp_path / "throughput.png").stat().st_size > 1000 and (tmp_path / "latency.png").is_file()
+
+
+def _locust(server: ServerSettings, data: Path, prefix: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        str(Path(sys.executable).parent / "locust"),
+        "-f", str(ROOT / "loadtest" / "locustfile.py"),
+        "--headless", "-u", "4", "-r", "4", "-t", "6s", "--stop-timeout", "5",
+        "--host", server.grpc_url,
+        "--ner-data", str(data),
+        "--triton-metrics-url", server.metrics_url,
+        "--report-prefix", str(prefix),
+        "--csv", str(prefix),
+        *extra,
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_locust_run_meets_a_loose_slo_and_writes_the_merged_report(
+    server: ServerSettings, conll_dir: Path, tmp_path: Path
+) -> None:
+    proc = _locust(server, conll_dir, tmp_path / "ok", "--slo-p95-ms", "20000", "--slo-p99-ms", "30000")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "ok_report.json").read_text())
+    total = next(r for r in report["locust"] if r["name"] == "Aggregated")
+    assert total["requests"] > 0 and total["failures"] == 0
+    assert report["triton"]["ner_bert_int8"]["requests"] > 0
+    assert report["triton"]["ner"]["requests"] == total["requests"]
+    assert (tmp_path / "ok_stats.csv").is_file() and "Triton (server side" in (tmp_path / "ok_report.md").read_text()
+
+
+def test_locust_exit_code_is_1_when_the_slo_is_breached(
+    server: ServerSettings, conll_dir: Path, tmp_path: Path
+) -> None:
+    proc = _locust(server, conll_dir, tmp_path / "breach", "--slo-p95-ms", "0.001")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "SLO breached: p95 latency" in proc.stderr
+    assert json.loads((tmp_path / "breach_report.json").read_text())["breaches"]
