@@ -54,13 +54,14 @@ class QuantSettings:
     max_f1_drop_points: float = 1.0
     # Extra MatMul nodes kept in float because they are the most sensitive (names or substrings).
     keep_float: tuple[str, ...] = ()
-    # Also keep this many of the most sensitive weight MatMuls in float (ranked on calibration data).
-    keep_float_top: int = 0
+    # SmoothQuant alpha (e.g. 0.5) applied before static quantization; None = off (it did not help
+    # all-MiniLM-L6-v2 on CoNLL-2003: see README, "INT8").
+    smooth_alpha: float | None = None
 
     def __post_init__(self) -> None:
         _positive(self, "calibration_sentences", "calibration_length")
-        if self.keep_float_top < 0:
-            raise ConfigError(f"keep_float_top={self.keep_float_top} must be >= 0.")
+        if self.smooth_alpha is not None and not 0 < self.smooth_alpha < 1:
+            raise ConfigError(f"smooth_alpha={self.smooth_alpha} must be in (0, 1), e.g. 0.5.")
         if self.max_f1_drop_points < 0:
             raise ConfigError(f"max_f1_drop_points={self.max_f1_drop_points} must be >= 0.")
 
@@ -88,7 +89,7 @@ class BuildSettings:
     def from_env(cls, env: dict[str, str] | None = None) -> BuildSettings:
         """Settings from ``MODEL``, ``DATA``, ``ARTIFACTS``, ``EPOCHS``, ``MAX_TRAIN_SENTENCES``,
         ``MAX_EVAL_SENTENCES``, ``MODEL_REPOSITORY``, ``CASING``, ``SEED``, ``LR``, ``BATCH_SIZE``,
-        ``CALIB_SENTENCES``, ``INT8_KEEP_FLOAT``."""
+        ``CALIB_SENTENCES``, ``SMOOTHQUANT``, ``MAX_F1_DROP``."""
         env = dict(os.environ if env is None else env)
         base = cls()
         train = replace(
@@ -109,7 +110,11 @@ class BuildSettings:
             base.quant,
             **_env_fields(
                 env,
-                {"CALIB_SENTENCES": ("calibration_sentences", int), "INT8_KEEP_FLOAT": ("keep_float_top", int)},
+                {
+                    "CALIB_SENTENCES": ("calibration_sentences", int),
+                    "SMOOTHQUANT": ("smooth_alpha", float),
+                    "MAX_F1_DROP": ("max_f1_drop_points", float),
+                },
             ),
         )
         top = _env_fields(

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from ner_triton.errors import ServerError
+from ner_triton.repository.model_configs import RepositorySettings
+from ner_triton.repository.writer import write_configs
 from ner_triton.serving.server import ServerSettings, TritonServer, free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,9 +40,9 @@ def test_empty_repository_says_run_make_build(tmp_path: Path) -> None:
 
 
 def test_configs_without_weights_say_run_make_build(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[2] / "model_repository"
+    repo = write_configs(RepositorySettings(), tmp_path / "repo")  # what a fresh clone holds
     with pytest.raises(ServerError, match=r"no weights .*model.onnx missing.*make build"):
-        TritonServer(_settings(tmp_path, root)).start()
+        TritonServer(_settings(tmp_path, repo)).start()
 
 
 def test_port_taken_names_the_port_and_the_variables(tmp_path: Path, repository: Path) -> None:

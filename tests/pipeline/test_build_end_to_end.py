@@ -111,3 +111,35 @@ def test_build_installs_the_model_repository(tiny_build: TinyBuild) -> None:
     ).read_bytes(), built_onnx
     assert (repo / "ner_preprocess" / "1" / "tokenizer" / "tokenizer.json").is_file()
     assert json.loads((repo / "ner_postprocess" / "1" / "labels.json").read_text())
+
+
+def test_smoothquant_keeps_the_float_function_and_quantizes(built: Path, tmp_path: Path, conll_dir: Path) -> None:
+    import numpy as np
+
+    from ner_triton.data import load_split
+    from ner_triton.modeling import load_tokenizer
+    from ner_triton.pipeline.evaluate import onnx_session
+    from ner_triton.pipeline.quantize import (
+        PaddedCalibrationReader,
+        quantize_static_qdq,
+        smooth_quant,
+        static_plan,
+        weight_matmuls,
+    )
+
+    fp32 = built / "onnx" / "model_fp32.onnx"
+    model = onnx.load(str(fp32))
+    tokenizer = load_tokenizer(str(built / "model"))
+    texts = [s.text for s in load_split(str(conll_dir), "train")[:16]]
+    reader = PaddedCalibrationReader(tokenizer, texts, 32, [i.name for i in model.graph.input])
+    plan, _ = static_plan(model, 9, ())
+    matmuls = [n for n in plan if n in set(weight_matmuls(model))]
+    smoothed = smooth_quant(fp32, reader, matmuls, 0.5, tmp_path / "smoothed.onnx")
+    feed = reader.batches[0]
+    a, b = onnx_session(fp32, 1).run(None, feed)[0], onnx_session(smoothed, 1).run(None, feed)[0]
+    assert np.abs(a - b).max() < 1e-4, "smoothing must not change the float model's output"
+    ops = [n.op_type for n in onnx.load(str(smoothed)).graph.node]
+    assert ops.count("Mul") > [n.op_type for n in model.graph.node].count("Mul")
+    calibration = load_split(str(conll_dir), "train")[:16]
+    out = quantize_static_qdq(fp32, tmp_path, tokenizer, calibration, 9, 32, smooth_alpha=0.5)
+    assert out.is_file() and not (tmp_path / f"smoothed_{out.name}").exists()

@@ -18,7 +18,8 @@ from ner_triton.errors import InvalidInputError
 from ner_triton.labels import LabelMap
 from ner_triton.modeling import load_tokenizer
 from ner_triton.schema import ATTENTION_MASK, CASING_IDS, INPUT_IDS, LOGITS, OWNED, TEXT_INDEX
-from ner_triton.serving.steps import Limits, Postprocessor, Preprocessor, decode_texts
+from ner_triton.serving.steps import BertRunner, Limits, Postprocessor, Preprocessor, decode_texts, length_groups
+from support import TinyBuild
 
 LABELS = LabelMap(("O", "B-LOC", "I-LOC", "B-PER", "I-PER"))
 
@@ -132,3 +133,29 @@ def test_random_unicode_spans_always_slice_the_original_text(pre: Preprocessor, 
     for e in json.loads(payload):
         assert 0 <= e["start"] < e["end"] <= len(text)
         assert text[e["start"] : e["end"]] == e["word"]
+
+
+def test_length_groups_bound_padding_and_keep_every_request() -> None:
+    shapes = [(1, 5), (1, 40), (1, 6), (2, 38), (1, 120), (1, 5)]
+    groups = length_groups(shapes, 0.25)
+    assert sorted(i for g in groups for i in g) == list(range(len(shapes)))
+    for g in groups:
+        longest, real = max(shapes[i][1] for i in g), sum(shapes[i][0] * shapes[i][1] for i in g)
+        assert sum(shapes[i][0] for i in g) * longest <= 1.25 * real
+    assert [sorted(g) for g in groups] == [[0, 2, 5], [1, 3], [4]]
+    assert length_groups(shapes, float("inf")) == [[0, 5, 2, 3, 1, 4]]
+
+
+@pytest.mark.slow
+def test_bert_runner_gives_each_request_the_logits_of_running_it_alone(tiny_build: TinyBuild) -> None:
+    runner = BertRunner(tiny_build.artifacts / "onnx" / "model_fp32.onnx", threads=1)
+    rng = np.random.default_rng(0)
+    feeds = []
+    for rows, length in [(1, 7), (2, 30), (1, 12), (3, 9)]:
+        ids = rng.integers(1000, 2000, size=(rows, length)).astype(np.int64)
+        feeds.append({INPUT_IDS: ids, ATTENTION_MASK: np.ones_like(ids), CASING_IDS: np.ones_like(ids)})
+    together = runner.run(feeds)
+    for feed, logits in zip(feeds, together, strict=True):
+        (alone,) = runner.run([feed])
+        assert logits.shape == (*feed[INPUT_IDS].shape, alone.shape[-1])
+        np.testing.assert_allclose(logits, alone, atol=1e-4)

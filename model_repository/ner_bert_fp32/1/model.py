@@ -1,7 +1,7 @@
 """Triton python-backend adapter of ``ner_bert_*``: ONNX Runtime over a ragged dynamic batch.
 
-The logic is ner_triton.serving.steps.BertRunner; bad requests get their own error response and
-the good requests of the same batch are still run.
+The logic is ner_triton.serving.steps.BertRunner (requests grouped by length, padded, run); bad
+requests get their own error response and the good requests of the same batch are still run.
 """
 
 import json
@@ -21,7 +21,9 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         here = Path(args["model_repository"]) / args["model_version"]
         threads = int(os.environ.get("NER_ORT_THREADS", params.get("threads", "1")))
-        self.runner = BertRunner(here / params.get("onnx_file", "model.onnx"), threads)
+        max_padding = float(params.get("max_padding", "0.25"))
+        spinning = params.get("spinning", "1") != "0"
+        self.runner = BertRunner(here / params.get("onnx_file", "model.onnx"), threads, max_padding, spinning)
         self.logger = pb_utils.Logger
 
     def execute(self, requests):

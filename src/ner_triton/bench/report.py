@@ -33,7 +33,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         )
     header = (
         "| peer | batch | concurrency | sent/s | p50 ms | p99 ms | client CPU % "
-        "| BERT avg batch | BERT queue ms/req | BERT compute ms/exec |"
+        "| BERT avg batch | BERT queue ms/req | BERT compute ms/batch |"
     )
     lines += ["", "## Every run", "", header, "|---|---|---|---|---|---|---|---|---|---|"]
     for name, p in peers.items():
@@ -42,7 +42,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {r['batch_size']} | {r['concurrency']} | {r['throughput_sps']:.1f} | {r['p50_ms']:.2f} | "
                 f"{r['p99_ms']:.2f} | {r['client_cpu_pct']:.0f} | {t.get('bert_avg_batch_size', '-')} | "
-                f"{t.get('bert_queue_ms_per_request', '-')} | {t.get('bert_compute_ms_per_execution', '-')} |"
+                f"{t.get('bert_queue_ms_per_request', '-')} | {t.get('bert_compute_ms_per_batch', '-')} |"
             )
     if result["goals"]:
         lines += ["", "## Goals", "", "| measure | value | goal |", "|---|---|---|"]
@@ -64,12 +64,13 @@ def plot(result: dict[str, Any], output: Path) -> list[Path]:
         return []
     peers = result["peers"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, p in peers.items():
+    for k, (name, p) in enumerate(peers.items()):
         if name.startswith("triton"):
             xs = [r["concurrency"] for r in p["runs"]]
-            ax.plot(xs, [r["throughput_sps"] for r in p["runs"]], marker="o", label=name)
+            ax.plot(xs, [r["throughput_sps"] for r in p["runs"]], marker="o", color=f"C{k}", label=name)
         else:
-            ax.axhline(p["throughput_sps"], linestyle="--", linewidth=1, label=f"{name} (best batch)")
+            label = f"{name} (in-process, best batch {p['best_batch_size']})"
+            ax.axhline(p["throughput_sps"], linestyle="--", linewidth=1.2, color=f"C{k}", label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent clients (one sentence per request)")
     ax.set_ylabel("sentences / s")
@@ -80,12 +81,12 @@ def plot(result: dict[str, Any], output: Path) -> list[Path]:
     fig.savefig(paths[0], dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, p in peers.items():
+    for k, (name, p) in enumerate(peers.items()):
         if not name.startswith("triton"):
             continue
         xs = [r["concurrency"] for r in p["runs"]]
         for q, style in (("p50_ms", "-"), ("p95_ms", "--"), ("p99_ms", ":")):
-            ax.plot(xs, [r[q] for r in p["runs"]], style, marker="o", label=f"{name} {q[:3]}")
+            ax.plot(xs, [r[q] for r in p["runs"]], style, marker="o", color=f"C{k}", label=f"{name} {q[:3]}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("concurrent clients")

@@ -68,7 +68,7 @@ def quantize_variants(settings: BuildSettings, model_dir: Path, fp32: Path, outp
             len(labels),
             settings.quant.calibration_length,
             settings.quant.keep_float,
-            keep_float_top=settings.quant.keep_float_top,
+            smooth_alpha=settings.quant.smooth_alpha,
         ),
         "onnx_int8_dynamic": quantize_dynamic_int8(fp32, output_dir),
     }
@@ -170,8 +170,7 @@ def enforce_gate(verdict: dict[str, Any], report_md: Path) -> None:
     if not verdict["passed"]:
         raise QualityGateError(
             "INT8 accuracy gate failed: " + "; ".join(verdict["failures"]) + f". See {report_md}; "
-            "keep the most sensitive MatMuls in float (INT8_KEEP_FLOAT=2; ranking in onnx/sensitivity.json) "
-            "or try more CALIB_SENTENCES."
+            "try more CALIB_SENTENCES, SMOOTHQUANT=0.5, or keep sensitive MatMuls in float (QuantSettings.keep_float)."
         )
 
 

@@ -42,12 +42,16 @@ def torch_predictor(model: Any) -> Predictor:
     return run
 
 
-def onnx_session(path: Path, threads: int) -> Any:
+def onnx_session(path: Path, threads: int, spinning: bool = True) -> Any:
+    """CPU session with ``threads`` intra-op threads; ``spinning=False`` stops idle threads from busy-waiting
+    (needed when several sessions share the cores, as Triton instances do)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 

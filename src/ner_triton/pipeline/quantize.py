@@ -14,7 +14,6 @@ Two variants:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -91,50 +90,76 @@ def static_plan(model: onnx.ModelProto, num_labels: int, keep_float: Sequence[st
     return quantize, sorted(keep)
 
 
-def matmul_sensitivity(fp32_path: Path, reader: PaddedCalibrationReader, candidates: Sequence[str]) -> dict[str, float]:
-    """Relative error each weight MatMul would add if it alone were quantized, most sensitive first.
-
-    For every candidate ``Y = X @ W`` the float model's real input activations ``X`` (calibration
-    tokens, padding excluded) are fake-quantized exactly as the static recipe does (min-max uint8
-    asymmetric for ``X``, symmetric int8 per output channel for ``W``) and the error is
-    ``||Xq @ Wq - X @ W|| / ||X @ W||``. Large errors mark the layers worth keeping in float
-    (typically FFN output projections, whose GELU inputs have outliers).
-    """
+def input_channel_max(
+    fp32_path: Path, reader: PaddedCalibrationReader, tensors: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Per-channel max |x| of float activations ``tensors`` over the calibration tokens (padding excluded)."""
     import onnxruntime as ort
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     model = onnx.load(str(fp32_path))
-    weights = {i.name: i for i in model.graph.initializer}
-    nodes = [n for n in model.graph.node if n.name in set(candidates)]
-    inputs = sorted({n.input[0] for n in nodes})
     present = {o.name for o in model.graph.output}
     model.graph.output.extend(
-        helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in inputs if name not in present
+        helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in tensors if name not in present
     )
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    acts: dict[str, list[np.ndarray]] = {n: [] for n in inputs}
+    out: dict[str, np.ndarray] = {}
     reader.rewind()
     while (feed := reader.get_next()) is not None:
         keep = feed[ATTENTION_MASK].reshape(-1).astype(bool)
-        for name, value in zip(inputs, session.run(inputs, feed), strict=True):
-            acts[name].append(value.reshape(-1, value.shape[-1])[keep])
+        for name, value in zip(tensors, session.run(list(tensors), feed), strict=True):
+            amax = np.abs(value.reshape(-1, value.shape[-1])[keep]).max(axis=0)
+            out[name] = amax if name not in out else np.maximum(out[name], amax)
     reader.rewind()
-    errors = {}
-    for node in nodes:
-        x = np.concatenate(acts[node.input[0]]).astype(np.float64)
-        w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
-        lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-        scale = (hi - lo) / 255.0 or 1.0
-        zero = np.round(-lo / scale)
-        xq = (np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale
-        ws = np.abs(w).max(axis=0) / 127.0
-        ws[ws == 0] = 1.0
-        wq = np.clip(np.round(w / ws), -127, 127) * ws
-        ref = x @ w
-        errors[node.name] = float(np.linalg.norm(xq @ wq - ref) / (np.linalg.norm(ref) or 1.0))
-    return dict(sorted(errors.items(), key=lambda kv: -kv[1]))
+    return out
+
+
+def smooth_quant(
+    fp32_path: Path, reader: PaddedCalibrationReader, matmuls: Sequence[str], alpha: float, output: Path
+) -> Path:
+    """SmoothQuant (Xiao et al., 2023): move activation outliers into the weights before quantizing.
+
+    For each group of weight MatMuls sharing an input ``X`` (q/k/v share one), per input channel
+    ``s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)``; the MatMuls then read ``X * (1/s)`` (one
+    elementwise Mul, kept float) and use ``diag(s) @ W``. The float model computes the same
+    function; per-tensor activation quantization loses far less on the flattened ``X / s``.
+    """
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(fp32_path))
+    wanted = set(matmuls)
+    groups: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        if node.name in wanted:
+            groups.setdefault(node.input[0], []).append(node)
+    amax = input_channel_max(fp32_path, reader, sorted(groups))
+    inits = {i.name: i for i in model.graph.initializer}
+    position = {id(n): k for k, n in enumerate(model.graph.node)}
+    inserts = []
+    for x_name, nodes in groups.items():
+        ws = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes]
+        wmax = np.max(np.stack([np.abs(w).max(axis=1) for w in ws]), axis=0)
+        scale = np.power(np.maximum(amax[x_name], 1e-5), alpha) / np.power(np.maximum(wmax, 1e-5), 1.0 - alpha)
+        scale = np.clip(scale, 1e-3, 1e3).astype(np.float32)
+        smoothed, inv = f"{x_name}_smoothed", f"{x_name}_smooth_inv"
+        model.graph.initializer.append(numpy_helper.from_array((1.0 / scale).astype(np.float32), inv))
+        for node, w in zip(nodes, ws, strict=True):
+            node.input[0] = smoothed
+            inits[node.input[1]].CopyFrom(
+                numpy_helper.from_array((w * scale[:, None]).astype(np.float32), node.input[1])
+            )
+        mul = helper.make_node("Mul", [x_name, inv], [smoothed], name=f"{x_name}/SmoothQuant/Mul")
+        inserts.append((min(position[id(n)] for n in nodes), mul))
+    nodes_out = list(model.graph.node)
+    for index, mul in sorted(inserts, key=lambda t: -t[0]):  # from the back, so indices stay valid
+        nodes_out.insert(index, mul)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes_out)
+    onnx.save(model, str(output))
+    log.info("SmoothQuant alpha=%.2f on %d input groups (%d MatMuls)", alpha, len(groups), len(wanted))
+    return output
 
 
 def quantize_static_qdq(
@@ -146,13 +171,12 @@ def quantize_static_qdq(
     length: int,
     keep_float: Sequence[str] = (),
     name: str = ONNX_INT8,
-    keep_float_top: int = 0,
+    smooth_alpha: float | None = None,
 ) -> Path:
     """Static INT8 QDQ model calibrated on ``calibration`` sentences; returns the path written.
 
-    ``keep_float_top`` > 0 also keeps the that many most sensitive weight MatMuls (by
-    :func:`matmul_sensitivity` on the calibration data) in float; the ranking is written to
-    ``sensitivity.json`` beside the model.
+    With ``smooth_alpha`` the float model is first smoothed (:func:`smooth_quant`) on the same
+    calibration data, then quantized.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -160,16 +184,15 @@ def quantize_static_qdq(
     model = onnx.load(str(fp32_path))
     inputs = [i.name for i in model.graph.input]
     reader = PaddedCalibrationReader(tokenizer, [s.text for s in calibration], length, inputs)
-    if keep_float_top > 0:
-        candidates, _ = static_plan(model, num_labels, keep_float)
-        ranking = matmul_sensitivity(fp32_path, reader, [c for c in candidates if c in set(weight_matmuls(model))])
-        (output_dir / "sensitivity.json").write_text(json.dumps(ranking, indent=2) + "\n", encoding="utf-8")
-        keep_float = (*keep_float, *list(ranking)[:keep_float_top])
     quantize, kept = static_plan(model, num_labels, keep_float)
+    source = fp32_path
+    if smooth_alpha is not None:
+        matmuls = [n for n in quantize if n in set(weight_matmuls(model))]
+        source = smooth_quant(fp32_path, reader, matmuls, smooth_alpha, output_dir / f"smoothed_{name}")
     out = output_dir / name
     log.info("static QDQ: %d nodes quantized, %d weight MatMuls kept in float: %s", len(quantize), len(kept), kept)
     quantize_static(
-        str(fp32_path),
+        str(source),
         str(out),
         reader,
         quant_format=QuantFormat.QDQ,
@@ -182,6 +205,8 @@ def quantize_static_qdq(
         calibrate_method=CalibrationMethod.MinMax,
         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "MatMulConstBOnly": True},
     )
+    if source != fp32_path:
+        source.unlink()
     return out
 
 

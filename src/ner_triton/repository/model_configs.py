@@ -40,13 +40,24 @@ BACKENDS = ("python", "onnxruntime")
 
 @dataclass(frozen=True)
 class BatchingSettings:
-    """Dynamic batching of the BERT step (chosen by measurement: see README, "Batching")."""
+    """Dynamic batching of the BERT step, chosen by measurement (README, "Batching"; `make tune-batching`).
+
+    On 2 cores two single-threaded instances beat one two-threaded instance under load (+25%
+    throughput at 16 clients) and no queue delay keeps single requests fast: requests that arrive
+    while both instances are busy are batched anyway.
+    """
 
     max_batch_size: int = 64
-    preferred_batch_size: tuple[int, ...] = (8, 16, 32)
-    max_queue_delay_us: int = 2000
-    instances: int = 1
-    threads: int = 2
+    preferred_batch_size: tuple[int, ...] = ()
+    max_queue_delay_us: int = 0
+    instances: int = 2
+    threads: int = 1
+    # Inside a dynamic batch, requests are run in groups of similar length; a group may be padded
+    # by at most this fraction of its real tokens (python backend only; see steps.length_groups).
+    max_padding: float = 0.25
+    # ONNX Runtime threads busy-wait for work by default; with several instances on few cores that
+    # steals CPU from the instance that has work.
+    spinning: bool = True
     # Overload policy: a request waits at most this long in the queue, and at most this many wait;
     # beyond either it is rejected at once (UNAVAILABLE) instead of piling up latency.
     queue_timeout_us: int = 10_000_000
@@ -127,7 +138,15 @@ def bert_config(s: RepositorySettings, variant: str, backend: str = "python") ->
     cfg.model_warmup.append(warm)
     if backend == "python":
         cfg.backend = "python"
-        _params(cfg, {"onnx_file": "model.onnx", "threads": b.threads})
+        _params(
+            cfg,
+            {
+                "onnx_file": "model.onnx",
+                "threads": b.threads,
+                "max_padding": b.max_padding,
+                "spinning": int(b.spinning),
+            },
+        )
     else:
         cfg.platform = "onnxruntime_onnx"
         cfg.default_model_filename = "model.onnx"

@@ -1,6 +1,7 @@
 """Choose the BERT step's dynamic-batching settings by measurement, on the real server.
 
-For each candidate :class:`~ner_triton.repository.model_configs.BatchingSettings` a repository is
+For each candidate :class:`~ner_triton.repository.model_configs.BatchingSettings` (``1x2``: one
+instance with two ONNX Runtime threads; ``2x1``: two instances with one thread each) a repository is
 written to a temporary directory with the build's model, a server is started on free loopback
 ports, and CoNLL-2003 test sentences are sent one per request at concurrency 1 and at a high
 concurrency. The table gives throughput, latency percentiles and the executed batch size, side by
@@ -33,12 +34,25 @@ from ner_triton.settings import default_data
 
 log = logging.getLogger(__name__)
 
+
+def _one(delay_us: int, preferred: tuple[int, ...] = (8, 16, 32)) -> BatchingSettings:
+    return BatchingSettings(preferred_batch_size=preferred, max_queue_delay_us=delay_us, instances=1, threads=2)
+
+
+def _two(delay_us: int, preferred: tuple[int, ...] = (8, 16, 32)) -> BatchingSettings:
+    return BatchingSettings(preferred_batch_size=preferred, max_queue_delay_us=delay_us, instances=2, threads=1)
+
+
 CANDIDATES: dict[str, BatchingSettings] = {
-    "no_delay": BatchingSettings(preferred_batch_size=(), max_queue_delay_us=0),
-    "delay_1ms": BatchingSettings(max_queue_delay_us=1000),
-    "delay_2ms": BatchingSettings(max_queue_delay_us=2000),
-    "delay_5ms": BatchingSettings(max_queue_delay_us=5000),
-    "2_instances_1_thread": BatchingSettings(max_queue_delay_us=2000, instances=2, threads=1),
+    "1x2_no_delay": _one(0, ()),
+    "1x2_delay_1ms": _one(1000),
+    "1x2_delay_2ms": _one(2000),
+    "1x2_delay_5ms": _one(5000),
+    "2x1_no_delay": _two(0, ()),
+    "2x1_delay_1ms": _two(1000),
+    "2x1_delay_2ms": _two(2000),
+    "2x2_no_delay_no_spin": BatchingSettings(instances=2, threads=2, spinning=False),
+    "2x1_no_delay_no_spin": BatchingSettings(instances=2, threads=1, spinning=False),
 }
 
 
@@ -65,7 +79,7 @@ def measure(
     out: dict[str, Any] = {"batching": asdict(batching)}
     with TritonServer(server):
         for c in concurrency:
-            part = sentences[: max(100, 50 * c)]
+            part = sentences[: max(300, 60 * c)]
             r = evaluate_served(server.grpc_url, part, concurrency=c)
             out[f"c{c}"] = {
                 k: r[k] for k in ("sentences_per_s", "latency_ms", "bert_avg_batch_size", "f1", "sentences")
