@@ -85,17 +85,26 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(retries=0)
 
 
+OVERLOAD_MARKERS = ("request timeout expired", "exceeds maximum queue size", "maximum queue size")
+
+
 def translate_error(exc: Exception, url: str, model: str, timeout_s: float | None) -> ClientError:
     """Map a tritonclient exception to our exception tree, with the fix in the message."""
     status = str(getattr(exc, "status", lambda: "")() or "")
     message = getattr(exc, "message", lambda: str(exc))() or str(exc)
-    if "UNAVAILABLE" in status or "failed to connect" in message.lower() or "connection refused" in message.lower():
+    low = message.lower()
+    if any(m in low for m in OVERLOAD_MARKERS):
+        return RequestRejectedError(
+            f"{model} at {url} is overloaded and shed this request ({message}): retry with backoff "
+            "(RetryPolicy) or add capacity."
+        )
+    if "UNAVAILABLE" in status or "failed to connect" in low or "connection refused" in low:
         return ServiceUnavailableError(f"no NER server answers at {url} ({message}): start one with `make serve`.")
-    if "DEADLINE_EXCEEDED" in status or "deadline" in message.lower():
+    if "DEADLINE_EXCEEDED" in status or "deadline" in low:
         return DeadlineExceededError(
             f"{model} at {url} did not answer within {timeout_s} s: raise the timeout or send fewer texts per call."
         )
-    if "NOT_FOUND" in status or "unknown model" in message.lower():
+    if "NOT_FOUND" in status or "unknown model" in low:
         return RequestRejectedError(f"{url} does not serve model {model!r} ({message}): check the model name.")
     return RequestRejectedError(f"{model} at {url} rejected the request: {message}")
 

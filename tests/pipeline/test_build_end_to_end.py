@@ -94,8 +94,11 @@ def test_failed_gate_raises_with_the_variant_and_the_fix(tmp_path: Path) -> None
         ({"EPOCHS": "x"}, "EPOCHS='x' is not valid"),
     ],
 )
-def test_cli_errors_are_one_line_not_tracebacks(env: dict[str, str], message: str, tmp_path: Path) -> None:
-    full = {**os.environ, "ARTIFACTS": str(tmp_path), "HF_HUB_OFFLINE": "1", **env}
+def test_cli_errors_are_one_line_not_tracebacks(
+    env: dict[str, str], message: str, tmp_path: Path, conll_dir: Path
+) -> None:
+    # DATA points at the tests' own files unless the case is about DATA (a checkout may lack ../shared).
+    full = {**os.environ, "ARTIFACTS": str(tmp_path), "HF_HUB_OFFLINE": "1", "DATA": str(conll_dir), **env}
     proc = subprocess.run([sys.executable, "build/build.py"], env=full, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert message in proc.stderr

@@ -84,3 +84,10 @@ def test_slo_breaches_name_the_objective() -> None:
         "error rate 2.00% > 1.00%",
     ]
     assert slo.breaches(0, 0, 0, 0) == ["no request completed"]
+
+
+@pytest.mark.parametrize("message", ["in ensemble 'ner', Request timeout expired", "Exceeds maximum queue size"])
+def test_overload_is_a_rejection_not_a_dead_server(message: str) -> None:
+    err = translate_error(FakeError("StatusCode.UNAVAILABLE", message), "127.0.0.1:8001", "ner", 5.0)
+    assert isinstance(err, RequestRejectedError) and "overloaded" in str(err)
+    assert RetryPolicy().should_retry(FakeError("StatusCode.UNAVAILABLE", message), 0), "overload is retryable"

@@ -80,3 +80,10 @@ def test_model_without_casing_has_no_casing_input(tmp_path: Path) -> None:
     write_configs(s, tmp_path)
     cfg = parse_pbtxt((tmp_path / "ner_bert_int8" / "config.pbtxt").read_text())
     assert CASING_IDS not in {t.name for t in cfg.input}
+
+
+def test_ngc_layout_runs_bert_on_the_onnxruntime_backend(tmp_path: Path) -> None:
+    write_configs(RepositorySettings(), tmp_path, backend="onnxruntime")
+    cfg = parse_pbtxt((tmp_path / "ner_bert_int8" / "config.pbtxt").read_text())
+    assert cfg.platform == "onnxruntime_onnx" and not (tmp_path / "ner_bert_int8" / "1" / "model.py").exists()
+    assert (tmp_path / "ner_preprocess" / "1" / "model.py").is_file()

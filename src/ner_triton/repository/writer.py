@@ -39,10 +39,14 @@ def adapter_source(model_name: str) -> str:
     return resources.files("ner_triton.repository.adapters").joinpath(f"{kind}.py").read_text(encoding="utf-8")
 
 
-def expected_files(settings: RepositorySettings) -> dict[str, str]:
-    """Relative path -> content of every committed file of the repository."""
+def expected_files(settings: RepositorySettings, backend: str = "python") -> dict[str, str]:
+    """Relative path -> content of every committed file of the repository.
+
+    ``backend="onnxruntime"`` gives the NGC-container layout: the BERT steps on Triton's onnxruntime
+    backend (no model.py), pre/post still on the python backend.
+    """
     files = {}
-    for cfg in all_configs(settings):
+    for cfg in all_configs(settings, backend):
         files[f"{cfg.name}/config.pbtxt"] = to_pbtxt(cfg)
         if cfg.backend == "python":
             files[f"{cfg.name}/1/model.py"] = adapter_source(cfg.name)
@@ -51,9 +55,9 @@ def expected_files(settings: RepositorySettings) -> dict[str, str]:
     return files
 
 
-def write_configs(settings: RepositorySettings, repository: Path) -> Path:
+def write_configs(settings: RepositorySettings, repository: Path, backend: str = "python") -> Path:
     """Write every config.pbtxt and model.py into ``repository``; returns it."""
-    for rel, content in expected_files(settings).items():
+    for rel, content in expected_files(settings, backend).items():
         path = repository / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content, encoding="utf-8")
@@ -93,10 +97,10 @@ def install_artifacts(settings: RepositorySettings, artifacts: Path, repository:
     return repository
 
 
-def export_repository(artifacts: Path, repository: Path = DEFAULT_REPOSITORY) -> Path:
+def export_repository(artifacts: Path, repository: Path = DEFAULT_REPOSITORY, backend: str = "python") -> Path:
     """Build step: configs for the model in ``artifacts`` plus its files, into ``repository``."""
     settings = settings_for_model(artifacts / "model")
-    write_configs(settings, repository)
+    write_configs(settings, repository, backend)
     return install_artifacts(settings, artifacts, repository)
 
 
@@ -110,15 +114,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ner-repository", description=main.__doc__)
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--artifacts", type=Path, help="also install this build's model files (e.g. artifacts)")
+    parser.add_argument(
+        "--backend",
+        choices=["python", "onnxruntime"],
+        default="python",
+        help="BERT steps on the python backend (local server) or Triton's onnxruntime backend (NGC container)",
+    )
     args = parser.parse_args(argv)
     from ner_triton.logs import setup_logging
 
     setup_logging()
     try:
         if args.artifacts:
-            export_repository(args.artifacts, args.repository)
+            export_repository(args.artifacts, args.repository, args.backend)
         else:
-            write_configs(RepositorySettings(), args.repository)
+            write_configs(RepositorySettings(), args.repository, args.backend)
     except NerTritonError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -144,6 +144,7 @@ class BertRunner:
 
         self.session = onnx_session(onnx_path, threads, spinning)
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.table_rows = lookup_table_rows(onnx_path, self.input_names)
         self.max_padding = max_padding
 
     def validate(self, feed: dict[str, np.ndarray]) -> None:
@@ -155,6 +156,14 @@ class BertRunner:
                 raise InvalidInputError(f"{name} must be INT64, got {arr.dtype}.")
             if arr.ndim != 2 or arr.shape != first.shape:
                 raise InvalidInputError(f"inputs must all have shape [batch, sequence]; got {shapes}.")
+            if name == ATTENTION_MASK and arr.size and (arr.min() < 0 or arr.max() > 1):
+                raise InvalidInputError(f"{ATTENTION_MASK} must hold only 0 and 1.")
+            rows = self.table_rows.get(name)
+            if rows is not None and arr.size and (arr.min() < 0 or arr.max() >= rows):
+                raise InvalidInputError(
+                    f"{name} holds values outside [0, {rows}) (min {arr.min()}, max {arr.max()}): "
+                    "send ids from this model's tokenizer (ner_preprocess does)."
+                )
 
     def run(self, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
         """Logits ``[rows_i, len_i, labels]`` for each feed of ``[rows_i, len_i]`` arrays."""
@@ -172,6 +181,25 @@ class BertRunner:
                 out[i] = np.ascontiguousarray(logits[row : row + rows, :k])
                 row += rows
         return out
+
+
+def lookup_table_rows(onnx_path: Path, input_names: Sequence[str]) -> dict[str, int]:
+    """Rows of the embedding table each id input indexes (``input_ids`` -> vocabulary size), read from
+    the graph: a ``Gather`` on a constant table, or on the ``DequantizeLinear`` of one (INT8)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    dims = {i.name: list(i.dims) for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type == "Gather" and node.input[1] in input_names:
+            table = node.input[0]
+            if table not in dims and table in producer and producer[table].op_type == "DequantizeLinear":
+                table = producer[table].input[0]
+            if table in dims:
+                out[node.input[1]] = dims[table][0]
+    return out
 
 
 def length_groups(shapes: Sequence[tuple[int, ...]], max_padding: float) -> list[list[int]]:

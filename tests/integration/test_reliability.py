@@ -1,0 +1,170 @@
+"""Reliability on a real server: malformed requests never take the service down (fuzz); overload is
+rejected fast while admitted requests keep a bound."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from ner_triton.client import NerClient
+from ner_triton.errors import RequestRejectedError
+from ner_triton.repository.model_configs import BatchingSettings
+from ner_triton.repository.writer import install_artifacts, settings_for_model, write_configs
+from ner_triton.serving.server import ServerSettings, TritonServer, free_ports
+from support import TinyBuild
+
+pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
+
+BERT = ("input_ids", "attention_mask", "casing_ids")
+
+
+def _text(rng: random.Random) -> bytes:
+    return " ".join(
+        rng.choice(["Peter", "Berlin", "EU", "said", "the", "lamb"]) for _ in range(rng.randint(1, 12))
+    ).encode()
+
+
+def malformed(rng: random.Random) -> tuple[str, str, list[tuple[str, np.ndarray, str]]]:
+    """(kind, model, [(input name, data, triton dtype)]) of one request that must be refused."""
+    kind = rng.choice(
+        ["bad_utf8", "empty", "control", "too_long", "too_many", "dtype", "rank", "name", "model", "bert_shapes",
+         "bert_ids", "bert_dtype", "mixed_batch"]
+    )  # fmt: skip
+    text = _text(rng)
+    if kind == "bad_utf8":
+        cut = rng.randint(0, len(text))
+        data = text[:cut] + bytes([rng.choice([0xFF, 0xFE, 0xC0, 0x80])]) + bytes(rng.randbytes(rng.randint(0, 8)))
+        return kind, "ner", [("TEXT", np.array([data], dtype=np.object_), "BYTES")]
+    if kind == "empty":
+        return kind, "ner", [("TEXT", np.array([rng.choice([b"", b" ", b"\n\t "])], dtype=np.object_), "BYTES")]
+    if kind == "control":
+        data = text + bytes([rng.choice([0, 1, 7, 27, 127])]) + text
+        return kind, "ner", [("TEXT", np.array([data], dtype=np.object_), "BYTES")]
+    if kind == "too_long":
+        return kind, "ner", [("TEXT", np.array([b"word " * 20_001], dtype=np.object_), "BYTES")]
+    if kind == "too_many":
+        return kind, "ner", [("TEXT", np.array([text] * 65, dtype=np.object_), "BYTES")]
+    if kind == "dtype":
+        arr = rng.choice([np.array([1, 2], np.int32), np.array([1.5], np.float32), np.array([True])])
+        return kind, "ner", [("TEXT", arr, {"int32": "INT32", "float32": "FP32", "bool": "BOOL"}[arr.dtype.name])]
+    if kind == "rank":
+        return kind, "ner", [("TEXT", np.array([[text, text]], dtype=np.object_), "BYTES")]
+    if kind == "name":
+        return kind, "ner", [("TXT", np.array([text], dtype=np.object_), "BYTES")]
+    if kind == "model":
+        return kind, rng.choice(["nr", "ner_v2", "../ner"]), [("TEXT", np.array([text], dtype=np.object_), "BYTES")]
+    if kind == "bert_shapes":
+        a, b = rng.randint(2, 9), rng.randint(10, 20)
+        shapes = [(1, a), (1, b), (1, a)]
+        return kind, "ner_bert_int8", [(n, np.ones(s, np.int64), "INT64") for n, s in zip(BERT, shapes, strict=True)]
+    if kind == "bert_ids":
+        bad = rng.choice(["input_ids", "attention_mask", "casing_ids"])
+        value = {"input_ids": rng.choice([-5, 30522, 10**9]), "attention_mask": 2, "casing_ids": rng.choice([-1, 7])}[
+            bad
+        ]
+        ids = np.ones((1, 5), np.int64)
+        return kind, "ner_bert_int8", [(n, np.full_like(ids, value) if n == bad else ids, "INT64") for n in BERT]
+    if kind == "bert_dtype":
+        return kind, "ner_bert_int8", [(n, np.ones((1, 4), np.float32), "FP32") for n in BERT]
+    # a good text and a bad one in one request: the request is refused as a whole, naming the bad text
+    return kind, "ner", [("TEXT", np.array([text, b"\xff"], dtype=np.object_), "BYTES")]
+
+
+def send(url: str, model: str, inputs: list[tuple[str, np.ndarray, str]]) -> str | None:
+    """The server's error message, or None when it answered with a result."""
+    client = grpcclient.InferenceServerClient(url)
+    tensors = []
+    for name, data, dtype in inputs:
+        tensors.append(grpcclient.InferInput(name, list(data.shape), dtype))
+        tensors[-1].set_data_from_numpy(data)
+    try:
+        client.infer(model, tensors, client_timeout=30)
+    except grpcclient.InferenceServerException as exc:
+        return exc.message() or str(exc.status())
+    finally:
+        client.close()
+    return None
+
+
+def test_fuzz_thousands_of_malformed_requests_while_good_ones_keep_working(server: ServerSettings) -> None:
+    rng = random.Random(7)
+    cases = [malformed(rng) for _ in range(2000)]
+    good_texts = ["Peter Blackburn visited Berlin.", "EU rejects German call to boycott British lamb."]
+    with ThreadPoolExecutor(8) as pool, NerClient(server.grpc_url, timeout_s=30) as ner:
+        bad = [pool.submit(send, server.grpc_url, model, inputs) for _, model, inputs in cases]
+        good = [pool.submit(ner.extract, good_texts) for _ in range(200)]
+        errors = [f.result(timeout=120) for f in bad]
+        answers = [f.result(timeout=120) for f in good]
+    accepted = [kind for (kind, _, _), err in zip(cases, errors, strict=True) if err is None]
+    assert not accepted, f"malformed requests were accepted: {Counter(accepted)}"
+    vague = [(kind, err) for (kind, _, _), err in zip(cases, errors, strict=True) if err and len(err) < 20]
+    assert not vague, vague[:5]
+    assert all(len(a) == 2 for a in answers), "good requests sent among the bad ones were all served"
+    with NerClient(server.grpc_url) as ner:
+        assert ner.is_ready() and ner.extract(good_texts)
+    print(f"fuzz: {len(cases)} malformed requests ({dict(Counter(k for k, _, _ in cases))}), all refused; "
+          f"{len(answers)} good requests served")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_queue_server(tiny_build: TinyBuild, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerSettings]:
+    """The tiny model with a deliberately small BERT queue: 2 waiting requests, 300 ms in the queue at most."""
+    tmp = tmp_path_factory.mktemp("overload")
+    batching = BatchingSettings(instances=1, threads=1, max_queue_size=2, queue_timeout_us=300_000)
+    settings = replace(settings_for_model(tiny_build.artifacts / "model"), batching=batching, variants=("int8",))
+    write_configs(settings, tmp / "repo")
+    install_artifacts(settings, tiny_build.artifacts, tmp / "repo")
+    grpc, http, metrics = free_ports(3)
+    server = ServerSettings(
+        repository=tmp / "repo",
+        grpc_port=grpc,
+        http_port=http,
+        metrics_port=metrics,
+        log_file=tmp / "triton.log",
+        pid_file=tmp / "triton.pid",
+    )
+    with TritonServer(server):
+        yield server
+
+
+def test_overload_is_rejected_fast_and_admitted_requests_keep_their_bound(small_queue_server: ServerSettings) -> None:
+    # Each request is a long document: 40+ windows, so two requests never share one batch of 64.
+    document = " ".join(["Peter Blackburn visited Berlin and met the EU ."] * 500)
+
+    def one(_: int) -> tuple[bool, float, str]:
+        with NerClient(small_queue_server.grpc_url, timeout_s=60) as client:
+            t = time.perf_counter()
+            try:
+                client.extract([document])
+                return True, time.perf_counter() - t, ""
+            except RequestRejectedError as exc:
+                return False, time.perf_counter() - t, str(exc)
+
+    admin = grpcclient.InferenceServerClient(small_queue_server.grpc_url)
+    before = admin.get_inference_statistics("ner_bert_int8", as_json=True)["model_stats"][0]["inference_stats"]
+    with ThreadPoolExecutor(48) as pool:
+        results = list(pool.map(one, range(96), timeout=120))
+    after = admin.get_inference_statistics("ner_bert_int8", as_json=True)["model_stats"][0]["inference_stats"]
+    admitted = [dt for ok, dt, _ in results if ok]
+    rejected = [(dt, msg) for ok, dt, msg in results if not ok]
+    assert admitted and rejected, f"{len(admitted)} admitted, {len(rejected)} rejected: no overload happened"
+    assert all("queue" in msg.lower() or "timeout" in msg.lower() for _, msg in rejected), rejected[0][1]
+    p50_admitted, p99_admitted = (float(np.percentile(admitted, q)) for q in (50, 99))
+    p50_rejected, p99_rejected = (float(np.percentile([dt for dt, _ in rejected], q)) for q in (50, 99))
+    print(f"overload: {len(admitted)} admitted (p50 {p50_admitted:.2f} s, p99 {p99_admitted:.2f} s), {len(rejected)} "
+          f"rejected (p50 {p50_rejected:.2f} s, p99 {p99_rejected:.2f} s): {rejected[0][1][:160]}")  # fmt: skip
+    assert max(p99_admitted, p99_rejected) < 30.0, "every request ends, admitted or shed: nothing waits forever"
+    served = int(after["success"]["count"]) - int(before["success"]["count"])
+    queued_ms = (int(after["queue"]["ns"]) - int(before["queue"]["ns"])) / max(served, 1) / 1e6
+    assert served == len(admitted)
+    assert queued_ms <= 300, f"admitted requests waited {queued_ms:.0f} ms in the BERT queue on average (bound 300)"
+    with NerClient(small_queue_server.grpc_url) as client:
+        assert client.extract(["Peter Blackburn visited Berlin."])
