@@ -36,6 +36,20 @@ from ner_triton.schema import ENSEMBLE, ENTITIES, TEXT
 DEFAULT_URL = "127.0.0.1:8001"
 
 
+def channel_args() -> list[tuple[str, int]]:
+    """gRPC channel options: tritonclient's defaults, plus a reconnect backoff capped at 1 s so a client
+    finds a restarted server within a second instead of gRPC's default of up to two minutes."""
+    from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
+
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+
+
 def _chunks(texts: Sequence[str], size: int) -> list[Sequence[str]]:
     return [texts[i : i + size] for i in range(0, len(texts), size)]
 
@@ -125,7 +139,7 @@ class NerClient:
         self._mod = grpcclient
         self.url, self.model, self.timeout_s = url, model, timeout_s
         self.max_texts_per_request, self.retry = max_texts_per_request, retry
-        self._client = grpcclient.InferenceServerClient(url=url)
+        self._client = grpcclient.InferenceServerClient(url=url, channel_args=channel_args())
 
     def is_ready(self) -> bool:
         """True when the server answers and the model is ready."""
@@ -189,7 +203,7 @@ class AsyncNerClient:
         self._mod, self._aio = grpcclient, aioclient
         self.url, self.model, self.timeout_s = url, model, timeout_s
         self.max_texts_per_request, self.retry = max_texts_per_request, retry
-        self._client = aioclient.InferenceServerClient(url=url)
+        self._client = aioclient.InferenceServerClient(url=url, channel_args=channel_args())
 
     async def extract(self, texts: Sequence[str]) -> list[list[Entity]]:
         checked = _check_texts(texts)

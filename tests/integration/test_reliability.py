@@ -1,29 +1,44 @@
 """Reliability on a real server: malformed requests never take the service down (fuzz); overload is
-rejected fast while admitted requests keep a bound."""
+shed while admitted requests keep a bound; a new model version is swapped in under load."""
 
 from __future__ import annotations
 
+import csv
+import json
 import random
+import shutil
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
 from ner_triton.client import NerClient
-from ner_triton.errors import RequestRejectedError
+from ner_triton.errors import ClientError, RequestRejectedError, ServerError
 from ner_triton.repository.model_configs import BatchingSettings
-from ner_triton.repository.writer import install_artifacts, settings_for_model, write_configs
+from ner_triton.repository.writer import (
+    export_repository,
+    install_artifacts,
+    settings_for_model,
+    versions,
+    write_configs,
+)
 from ner_triton.serving.server import ServerSettings, TritonServer, free_ports
 from support import TinyBuild
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
 
 BERT = ("input_ids", "attention_mask", "casing_ids")
+BERT_STEPS = ("ner_bert_int8", "ner_bert_fp32")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _text(rng: random.Random) -> bytes:
@@ -168,3 +183,116 @@ def test_overload_is_rejected_fast_and_admitted_requests_keep_their_bound(small_
     assert queued_ms <= 300, f"admitted requests waited {queued_ms:.0f} ms in the BERT queue on average (bound 300)"
     with NerClient(small_queue_server.grpc_url) as client:
         assert client.extract(["Peter Blackburn visited Berlin."])
+
+
+def test_model_update_under_load_swaps_versions_with_zero_failed_requests(
+    tiny_build: TinyBuild, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_build.repository, repo)
+    grpc, http, metrics = free_ports(3)
+    settings = ServerSettings(
+        repository=repo,
+        grpc_port=grpc,
+        http_port=http,
+        metrics_port=metrics,
+        log_file=tmp_path / "triton.log",
+        pid_file=tmp_path / "triton.pid",
+        model_control_mode="poll",
+        poll_seconds=1,
+    )
+    lock, counts, errors = threading.Lock(), Counter(), []
+    stop = threading.Event()
+
+    def load() -> None:
+        with NerClient(settings.grpc_url, timeout_s=30) as client:
+            while not stop.is_set():
+                try:
+                    client.extract(["Peter Blackburn visited Berlin.", "EU rejects German call."])
+                    outcome = "ok"
+                except ClientError as exc:
+                    outcome = "failed"
+                    errors.append(str(exc))
+                with lock:
+                    counts[outcome] += 1
+
+    with TritonServer(settings):
+        admin = grpcclient.InferenceServerClient(settings.grpc_url)
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        before = counts["ok"]
+        export_repository(tiny_build.artifacts, repo)  # the "new build": becomes version 2, atomically
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if all(admin.is_model_ready(m, "2") and not admin.is_model_ready(m, "1") for m in BERT_STEPS):
+                break
+            time.sleep(0.2)
+        time.sleep(1.5)  # traffic on the new version
+        stop.set()
+        for t in threads:
+            t.join(60)
+        stats = admin.get_inference_statistics("ner_bert_int8", "2", as_json=True)["model_stats"][0]
+    assert [versions(repo / m) for m in BERT_STEPS] == [[1, 2], [1, 2]]
+    assert int(stats["inference_count"]) > 0, "version 2 served requests"
+    print(f"model update: {counts['ok']} requests ok ({counts['ok'] - before} during and after the swap), "
+          f"{counts['failed']} failed")  # fmt: skip
+    assert counts["failed"] == 0, errors[:3]
+    assert counts["ok"] > before > 0
+
+
+def test_server_killed_under_locust_load_every_request_is_accounted_for_and_traffic_recovers(
+    tiny_build: TinyBuild, conll_dir: Path, tmp_path: Path
+) -> None:
+    grpc, http, metrics = free_ports(3)
+    settings = ServerSettings(
+        repository=tiny_build.repository,
+        grpc_port=grpc,
+        http_port=http,
+        metrics_port=metrics,
+        log_file=tmp_path / "triton.log",
+        pid_file=tmp_path / "triton.pid",
+    )
+    prefix = tmp_path / "kill"
+    first = TritonServer(settings).start()
+    cmd = [
+        str(Path(sys.executable).parent / "locust"), "-f", str(ROOT / "loadtest" / "locustfile.py"),
+        "--headless", "-u", "4", "-r", "4", "-t", "24s", "--stop-timeout", "10",
+        "--host", settings.grpc_url, "--ner-data", str(conll_dir), "--timeout-s", "5",
+        "--slo-error-rate", "1.0", "--report-prefix", str(prefix), "--csv", str(prefix), "--csv-full-history",
+    ]  # fmt: skip
+    locust = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(5)
+        assert first.process is not None
+        first.process.kill()  # SIGKILL: no graceful shutdown
+        first.process.wait(10)
+        time.sleep(2)
+        second = TritonServer(settings)
+        deadline = time.monotonic() + 30
+        while True:  # the killed server's ports can take a moment to be free again
+            try:
+                second.start()
+                break
+            except ServerError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        output, _ = locust.communicate(timeout=90)
+    finally:
+        locust.kill()
+        if "second" in locals():
+            second.stop()
+    report = json.loads(prefix.with_name("kill_report.json").read_text())
+    total = next(r for r in report["locust"] if r["name"] == "Aggregated")
+    assert total["failures"] > 0, "requests during the outage were reported as failures"
+    assert report["issued"] == total["requests"], "every call ended as a recorded success or failure"
+    with prefix.with_name("kill_stats_history.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["Name"] == "Aggregated"]
+    earlier, last = rows[-4], rows[-1]  # cumulative counts over the last seconds of the run
+    served = int(last["Total Request Count"]) - int(earlier["Total Request Count"])
+    new_failures = int(last["Total Failure Count"]) - int(earlier["Total Failure Count"])
+    assert served > 0 and new_failures == 0, ("traffic recovers without restarting the client", earlier, last)
+    print(f"kill/restart: {total['requests']} requests issued and recorded, {total['failures']} failed during the "
+          f"outage, 0 unaccounted; {served} served and 0 failed in the last seconds")  # fmt: skip

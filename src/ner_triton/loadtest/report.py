@@ -33,10 +33,18 @@ def locust_rows(stats: Any) -> list[dict[str, Any]]:
 
 
 def write_merged_report(
-    prefix: str, stats: Any, triton: dict[str, Any], slo: Slo, breaches: list[str], bench: Path = BENCH_JSON
+    prefix: str,
+    stats: Any,
+    triton: dict[str, Any],
+    slo: Slo,
+    breaches: list[str],
+    bench: Path = BENCH_JSON,
+    issued: int | None = None,
 ) -> Path:
+    """``issued``: calls the users started (single-process runs), to show none went unrecorded."""
     rows = locust_rows(stats)
     report: dict[str, Any] = {
+        "issued": issued,
         "locust": rows,
         "triton": triton,
         "slo": {"p95_ms": slo.p95_ms, "p99_ms": slo.p99_ms, "max_error_rate": slo.max_error_rate},

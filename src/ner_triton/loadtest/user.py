@@ -17,9 +17,11 @@ from locust import User, constant, events, task
 
 grpc_gevent.init_gevent()
 
+import gevent  # noqa: E402
 import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 
+from ner_triton.client import channel_args, translate_error  # noqa: E402
 from ner_triton.loadtest import metrics  # noqa: E402
 from ner_triton.loadtest.slo import Slo, check  # noqa: E402
 from ner_triton.loadtest.texts import TextPool  # noqa: E402
@@ -29,6 +31,8 @@ from ner_triton.settings import default_data  # noqa: E402
 log = logging.getLogger(__name__)
 _POOL: TextPool | None = None
 _BEFORE: dict[str, Any] = {}
+# Calls started by this process's users: every one must end as a recorded success or failure.
+ISSUED = {"calls": 0}
 
 
 @events.init_command_line_parser.add_listener
@@ -74,9 +78,12 @@ def _on_quit(environment: Any, **_: Any) -> None:
     breaches = check(total, slo)
     triton = metrics.summarize(_BEFORE, metrics.scrape(opts.triton_metrics_url)) if opts.triton_metrics_url else {}
     if opts.report_prefix:
+        from locust.runners import LocalRunner
+
         from ner_triton.loadtest.report import write_merged_report
 
-        write_merged_report(opts.report_prefix, environment.stats, triton, slo, breaches)
+        issued = ISSUED["calls"] if isinstance(environment.runner, LocalRunner) else None
+        write_merged_report(opts.report_prefix, environment.stats, triton, slo, breaches, issued=issued)
     if breaches:
         log.error("SLO breached: %s", "; ".join(breaches))
         environment.process_exit_code = 1
@@ -94,7 +101,8 @@ class NerGrpcUser(User):
     def on_start(self) -> None:
         opts = self.environment.parsed_options
         self.model, self.timeout_s, self.document_share = opts.ner_model, opts.timeout_s, opts.document_share
-        self.client = grpcclient.InferenceServerClient(self.environment.host or self.host)
+        self.url = self.environment.host or self.host
+        self.client = grpcclient.InferenceServerClient(self.url, channel_args=channel_args())
         self.pool = _pool(self.environment)
         self.rng = random.Random()
 
@@ -108,11 +116,15 @@ class NerGrpcUser(User):
         data = np.array([text.encode("utf-8")], dtype=np.object_)
         tensor = grpcclient.InferInput(TEXT, [1], "BYTES")
         tensor.set_data_from_numpy(data)
-        start, size, error = time.perf_counter(), 0, None
+        ISSUED["calls"] += 1
+        start, size = time.perf_counter(), 0
+        error: Exception | None = None
         try:
             result = self.client.infer(self.model, [tensor], client_timeout=self.timeout_s)
             size = sum(len(x) for x in result.as_numpy(ENTITIES))
         except grpcclient.InferenceServerException as exc:
+            error = translate_error(exc, self.url, self.model, self.timeout_s)  # a message that names the fix
+        except Exception as exc:  # every failure is recorded, whatever raised it
             error = exc
         self.environment.events.request.fire(
             request_type="grpc",
@@ -122,3 +134,5 @@ class NerGrpcUser(User):
             exception=error,
             context={},
         )
+        if error is not None:
+            gevent.sleep(0.05)  # a failing user backs off a little instead of spinning

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -59,9 +60,66 @@ def write_configs(settings: RepositorySettings, repository: Path, backend: str =
     """Write every config.pbtxt and model.py into ``repository``; returns it."""
     for rel, content in expected_files(settings, backend).items():
         path = repository / rel
+        if path.is_file() and path.read_text(encoding="utf-8") == content:
+            continue  # untouched files keep their mtime: a polling server sees no change
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content, encoding="utf-8")
     return repository
+
+
+def configs_match(settings: RepositorySettings, repository: Path, backend: str = "python") -> bool:
+    """True when ``repository`` already holds exactly the ``config.pbtxt`` files ``settings`` generate."""
+    return all(
+        (repository / rel).is_file() and (repository / rel).read_text(encoding="utf-8") == text
+        for rel, text in expected_files(settings, backend).items()
+        if rel.endswith("config.pbtxt")
+    )
+
+
+def versions(model_dir: Path) -> list[int]:
+    """Numeric version directories of one BERT step that hold weights (model.onnx / model.plan), ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.name.isdigit() and ((p / "model.onnx").is_file() or (p / "model.plan").is_file())
+    )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
+
+
+def install_new_version(settings: RepositorySettings, artifacts: Path, repository: Path, keep: int = 2) -> int:
+    """Add a build's ONNX models as the next version of every BERT step, each made visible by one atomic
+    rename, so a server polling the repository loads it and retires the old one while serving.
+
+    Only the BERT weights change: a build with another tokenizer or label set cannot be rolled into a
+    served ensemble (pre/postprocess would change under requests in flight) and raises instead.
+    Versions older than the ``keep`` newest are removed. Returns the new version number.
+    """
+    model_dir, onnx_dir = artifacts / "model", artifacts / "onnx"
+    if not _same_file(model_dir / "tokenizer.json", repository / PREPROCESS / "1" / TOKENIZER_DIR / "tokenizer.json"):
+        raise ModelLoadError("the new build has another tokenizer than the served one: deploy a new repository.")
+    if not _same_file(model_dir / LABELS_FILE, repository / POSTPROCESS / "1" / LABELS_FILE):
+        raise ModelLoadError("the new build has other labels than the served one: deploy a new repository.")
+    steps = [repository / f"{BERT_PREFIX}{v}" for v in settings.variants]
+    version = 1 + max((max(versions(d), default=0) for d in steps), default=0)
+    for variant, step in zip(settings.variants, steps, strict=True):
+        src = onnx_dir / ONNX_FILES[variant]
+        if not src.is_file():
+            raise ModelLoadError(f"{src} is missing; run `make build` first.")
+        staging = step / f".staging-{version}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        shutil.copy2(src, staging / "model.onnx")
+        (staging / "model.py").write_text(adapter_source(step.name), encoding="utf-8")
+        os.replace(staging, step / str(version))
+        for old in versions(step)[:-keep]:
+            shutil.rmtree(step / str(old))
+    log.info("installed version %d of %s", version, ", ".join(s.name for s in steps))
+    return version
 
 
 def settings_for_model(model_dir: Path, base: RepositorySettings | None = None) -> RepositorySettings:
@@ -98,8 +156,25 @@ def install_artifacts(settings: RepositorySettings, artifacts: Path, repository:
 
 
 def export_repository(artifacts: Path, repository: Path = DEFAULT_REPOSITORY, backend: str = "python") -> Path:
-    """Build step: configs for the model in ``artifacts`` plus its files, into ``repository``."""
+    """Build step: the model in ``artifacts`` into ``repository``.
+
+    When the repository already serves a model with the same configs, tokenizer and labels, the new
+    weights become the next version of the BERT steps (:func:`install_new_version`: a polling server
+    swaps versions without downtime); otherwise configs and files are (re)written as version 1.
+    """
     settings = settings_for_model(artifacts / "model")
+    served = any(versions(repository / f"{BERT_PREFIX}{v}") for v in settings.variants)
+    if backend == "python" and served and configs_match(settings, repository, backend):
+        try:
+            install_new_version(settings, artifacts, repository)
+            return repository
+        except ModelLoadError as exc:
+            log.warning("not a rolling update (%s); replacing the repository's model", exc)
+    for v in settings.variants:
+        step = repository / f"{BERT_PREFIX}{v}"
+        for old in versions(step):
+            if old != 1:
+                shutil.rmtree(step / str(old))
     write_configs(settings, repository, backend)
     return install_artifacts(settings, artifacts, repository)
 

@@ -59,21 +59,28 @@ class ServerSettings:
     startup_timeout_s: float = 120.0
     log_file: Path = STATE_DIR / "tritonserver.log"
     pid_file: Path = STATE_DIR / "tritonserver.pid"
-    model_control_mode: str = "none"
+    # "poll": the server watches the repository and swaps in new model versions (a rebuild while
+    # serving updates the model without downtime); "none": load once at start.
+    model_control_mode: str = "poll"
+    poll_seconds: int = 2
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
     def from_env(cls) -> ServerSettings:
         """Ports from ``TRITON_GRPC_PORT``/``TRITON_HTTP_PORT``/``TRITON_METRICS_PORT``, repository from
-        ``MODEL_REPOSITORY``."""
+        ``MODEL_REPOSITORY``, ``TRITON_MODEL_CONTROL`` (poll | none)."""
         base = cls()
         repo = os.environ.get("MODEL_REPOSITORY", "").strip()
+        control = os.environ.get("TRITON_MODEL_CONTROL", "").strip() or base.model_control_mode
+        if control not in ("poll", "none"):
+            raise ConfigError(f"TRITON_MODEL_CONTROL={control!r} must be 'poll' or 'none'.")
         return replace(
             base,
             repository=Path(repo) if repo else base.repository,
             grpc_port=_env_int("TRITON_GRPC_PORT", base.grpc_port),
             http_port=_env_int("TRITON_HTTP_PORT", base.http_port),
             metrics_port=_env_int("TRITON_METRICS_PORT", base.metrics_port),
+            model_control_mode=control,
         )
 
     @property
@@ -251,6 +258,7 @@ class TritonServer:
             f"--http-port={s.http_port}",
             f"--metrics-port={s.metrics_port}",
             f"--model-control-mode={s.model_control_mode}",
+            *([f"--repository-poll-secs={s.poll_seconds}"] if s.model_control_mode == "poll" else []),
             "--allow-metrics=true",
             "--allow-cpu-metrics=true",
             "--exit-timeout-secs=5",
