@@ -7,13 +7,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 # Build knobs, passed to the build through the environment (empty = default):
 #   MODEL (local path or hub id; default: the offline all-MiniLM-L6-v2), DATA (CoNLL-2003 dir or 'hub'),
-#   EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES, CASING (1/0), SEED, LR, BATCH_SIZE, CALIB_SENTENCES, ARTIFACTS
-export MODEL_REPOSITORY MODEL DATA EPOCHS MAX_TRAIN_SENTENCES MAX_EVAL_SENTENCES CASING SEED LR BATCH_SIZE CALIB_SENTENCES SMOOTHQUANT MAX_F1_DROP ARTIFACTS
+#   EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES, CASING (1/0), SEED, LR, BATCH_SIZE, CALIB_SENTENCES,
+#   SMOOTHQUANT, MAX_F1_DROP, PRUNE (e.g. layers=2,heads=0.25), ARTIFACTS, MODEL_REPOSITORY
+export MODEL_REPOSITORY MODEL DATA EPOCHS MAX_TRAIN_SENTENCES MAX_EVAL_SENTENCES CASING SEED LR BATCH_SIZE CALIB_SENTENCES SMOOTHQUANT MAX_F1_DROP PRUNE ARTIFACTS
 # Quick build used by `make demo`: a subset of CoNLL-2003, a few minutes on 2 cores.
 DEMO_TRAIN_SENTENCES ?= 3000
 DEMO_EPOCHS ?= 2
 
-.PHONY: help setup build demo repository serve eval-served tune-batching bench loadtest stop test test-fast lint format clean
+.PHONY: help setup build demo repository serve eval-served tune-batching prune-sweep bench loadtest stop test test-fast lint format clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +49,9 @@ eval-served: setup ## Entity F1 of CoNLL-2003 test through the running server (1
 tune-batching: setup ## Compare dynamic-batching settings of the BERT step on a real server (needs a build)
 	$(VENV)/bin/python -m ner_triton.serving.tuning --artifacts $${ARTIFACTS:-artifacts} \
 	  --output $${ARTIFACTS:-artifacts}/batching.json
+
+prune-sweep: setup ## Pruning levels of the built model vs unpruned, INT8: artifacts/prune/report.{json,md}, plot
+	$(VENV)/bin/python -m ner_triton.pipeline.prune_sweep
 
 bench: setup ## Peers side by side (HF pipeline, ORT in-process, Triton gRPC) -> benchmarks/results/
 	$(VENV)/bin/python -m ner_triton.bench.run --artifacts $${ARTIFACTS:-artifacts}

@@ -122,9 +122,21 @@ class NerModel(nn.Module):
         labels.save(directory / LABELS_FILE)
         if self.use_casing:
             save_file({"weight": self.casing.weight.detach().contiguous()}, str(directory / CASING_WEIGHTS_FILE))
-        meta = {"use_casing": self.use_casing, "num_casing": NUM_CASING if self.use_casing else 0}
+        meta = {
+            "use_casing": self.use_casing,
+            "num_casing": NUM_CASING if self.use_casing else 0,
+            "heads_per_layer": self.heads_per_layer(),
+        }
         (directory / NER_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         return directory
+
+    def heads_per_layer(self) -> list[int] | None:
+        """Attention heads of each encoder layer (they differ after head pruning); None if not BERT-like."""
+        encoder: Any = self.encoder
+        try:
+            return [int(layer.attention.self.num_attention_heads) for layer in encoder.base_model.encoder.layer]
+        except AttributeError:
+            return None
 
     @classmethod
     def load(cls, directory: Path) -> NerModel:
@@ -138,9 +150,35 @@ class NerModel(nn.Module):
                 f"{directory}: not a fine-tuned NER model ({NER_META_FILE} missing); run `make build`."
             )
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        encoder = AutoModelForTokenClassification.from_pretrained(directory, attn_implementation="eager")
-        model = cls(encoder, bool(meta["use_casing"]))
+        heads = meta.get("heads_per_layer")
+        if heads and (len(set(heads)) > 1 or heads[0] != cls._config_heads(directory)):
+            model = cls._load_head_pruned(directory, heads, bool(meta["use_casing"]))
+        else:
+            encoder = AutoModelForTokenClassification.from_pretrained(directory, attn_implementation="eager")
+            model = cls(encoder, bool(meta["use_casing"]))
         if model.use_casing:
             model.casing.weight.data.copy_(load_file(str(directory / CASING_WEIGHTS_FILE))["weight"])
         model.eval()
+        return model
+
+    @staticmethod
+    def _config_heads(directory: Path) -> int:
+        return int(json.loads((directory / "config.json").read_text(encoding="utf-8"))["num_attention_heads"])
+
+    @classmethod
+    def _load_head_pruned(cls, directory: Path, heads: list[int], use_casing: bool) -> NerModel:
+        """Build the architecture with each layer's head count (which a BertConfig cannot say), then load."""
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModelForTokenClassification
+
+        from ner_triton.pipeline.prune import keep_heads
+
+        config = AutoConfig.from_pretrained(directory)
+        encoder = AutoModelForTokenClassification.from_config(config, attn_implementation="eager")
+        model = cls(encoder, use_casing)
+        keep_heads(model, [list(range(h)) for h in heads])
+        state = {}
+        for file in sorted(directory.glob("model*.safetensors")):
+            state.update(load_file(str(file)))
+        encoder.load_state_dict(state)
         return model

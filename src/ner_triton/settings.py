@@ -67,6 +67,50 @@ class QuantSettings:
 
 
 @dataclass(frozen=True)
+class PruneSettings:
+    """What to remove and how to recover."""
+
+    layers: int = 0  # encoder layers to remove
+    heads: float = 0.0  # fraction of the remaining attention heads to remove
+    epochs: int = 1  # recovery fine-tune epochs
+    distill: float = 0.5  # weight of the distillation loss (0: plain fine-tune)
+    temperature: float = 2.0
+    importance_batches: int = 32
+
+    def __post_init__(self) -> None:
+        if self.layers < 0 or not 0.0 <= self.heads < 1.0:
+            raise ConfigError(f"PRUNE: layers={self.layers} must be >= 0 and heads={self.heads} in [0, 1).")
+        if self.epochs < 1 or not 0.0 <= self.distill <= 1.0 or self.temperature <= 0:
+            raise ConfigError("PRUNE: epochs >= 1, distill in [0, 1] and temperature > 0 are required.")
+
+    @property
+    def active(self) -> bool:
+        return self.layers > 0 or self.heads > 0
+
+    @classmethod
+    def parse(cls, spec: str) -> PruneSettings:
+        """``"layers=2,heads=0.25,epochs=1,distill=0.5"``; empty or ``none`` = no pruning."""
+        spec = spec.strip()
+        if not spec or spec.lower() in {"none", "0", "off"}:
+            return cls()
+        kinds = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for part in spec.split(","):
+            key, _, raw = part.partition("=")
+            key = key.strip()
+            if key not in kinds or not raw:
+                raise ConfigError(f"PRUNE={spec!r}: {part!r} is not key=value with a key in {sorted(kinds)}.")
+            try:
+                values[key] = int(raw) if kinds[key] in (int, "int") else float(raw)
+            except ValueError as exc:
+                raise ConfigError(f"PRUNE={spec!r}: {raw!r} is not a number.") from exc
+        return cls(**values)
+
+    def describe(self) -> str:
+        return f"layers={self.layers},heads={self.heads},epochs={self.epochs},distill={self.distill}"
+
+
+@dataclass(frozen=True)
 class BuildSettings:
     """Everything ``make build`` needs: where the model and data are, where to write, and how."""
 
@@ -76,6 +120,7 @@ class BuildSettings:
     repository: Path | None = Path("model_repository")
     train: TrainSettings = field(default_factory=TrainSettings)
     quant: QuantSettings = field(default_factory=QuantSettings)
+    prune: PruneSettings = field(default_factory=PruneSettings)
     eval_batch_size: int = 32
     max_eval_sentences: int | None = None
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -89,7 +134,7 @@ class BuildSettings:
     def from_env(cls, env: dict[str, str] | None = None) -> BuildSettings:
         """Settings from ``MODEL``, ``DATA``, ``ARTIFACTS``, ``EPOCHS``, ``MAX_TRAIN_SENTENCES``,
         ``MAX_EVAL_SENTENCES``, ``MODEL_REPOSITORY``, ``CASING``, ``SEED``, ``LR``, ``BATCH_SIZE``,
-        ``CALIB_SENTENCES``, ``SMOOTHQUANT``, ``MAX_F1_DROP``."""
+        ``CALIB_SENTENCES``, ``SMOOTHQUANT``, ``MAX_F1_DROP``, ``PRUNE``."""
         env = dict(os.environ if env is None else env)
         base = cls()
         train = replace(
@@ -125,6 +170,7 @@ class BuildSettings:
                 "ARTIFACTS": ("artifacts", Path),
                 "MAX_EVAL_SENTENCES": ("max_eval_sentences", int),
                 "MODEL_REPOSITORY": ("repository", _repository),
+                "PRUNE": ("prune", _prune),
             },
         )
         return replace(base, train=train, quant=quant, **top)
@@ -133,11 +179,15 @@ class BuildSettings:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, TrainSettings | QuantSettings):
+            if isinstance(value, TrainSettings | QuantSettings | PruneSettings):
                 out[f.name] = {g.name: getattr(value, g.name) for g in fields(value)}
             else:
                 out[f.name] = str(value) if isinstance(value, Path) else value
         return out
+
+
+def _prune(text: str) -> PruneSettings:
+    return PruneSettings.parse(text)
 
 
 def _repository(text: str) -> Path | None:

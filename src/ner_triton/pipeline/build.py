@@ -1,4 +1,4 @@
-"""``make build``: fine-tune -> export -> quantize -> evaluate every variant -> report -> gate.
+"""``make build``: fine-tune -> (prune) -> export -> quantize -> evaluate every variant -> report -> gate.
 
 Run as ``ner-build`` (or ``python build/build.py``); settings come from the environment
 (see :meth:`ner_triton.settings.BuildSettings.from_env`).
@@ -22,7 +22,7 @@ from ner_triton.logs import setup_logging
 from ner_triton.modeling import NerModel, load_tokenizer
 from ner_triton.pipeline.evaluate import Predictor, evaluate, measure_latency, onnx_predictor, torch_predictor
 from ner_triton.pipeline.export import export_onnx
-from ner_triton.pipeline.finetune import TRAIN_SUMMARY, finetune, subsample
+from ner_triton.pipeline.finetune import TRAIN_SUMMARY, finetune, prune_and_recover, subsample
 from ner_triton.pipeline.quantize import quantize_dynamic_int8, quantize_static_qdq
 from ner_triton.pipeline.report import write_report
 from ner_triton.repository.writer import export_repository
@@ -139,7 +139,11 @@ def build(settings: BuildSettings) -> Path:
     """
     t0 = time.perf_counter()
     artifacts = settings.artifacts
-    model_dir = finetune(settings, settings.data, artifacts / MODEL_DIR)
+    if settings.prune.active:  # fine-tune, then prune + recover into artifacts/model
+        unpruned = finetune(settings, settings.data, artifacts / f"{MODEL_DIR}_unpruned")
+        model_dir = prune_and_recover(settings, settings.data, unpruned, artifacts / MODEL_DIR)
+    else:
+        model_dir = finetune(settings, settings.data, artifacts / MODEL_DIR)
     fp32 = export_onnx(settings, model_dir, artifacts / ONNX_DIR)
     onnx_paths = {"onnx_fp32": fp32, **quantize_variants(settings, model_dir, fp32, artifacts / ONNX_DIR)}
     variants, n_test = evaluate_variants(settings, model_dir, onnx_paths)

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from ner_triton.data import Sentence, load_split
 from ner_triton.labels import LabelMap
 from ner_triton.modeling import NerModel, load_tokenizer, resolve_model
 from ner_triton.pipeline.evaluate import evaluate, torch_predictor
-from ner_triton.schema import CASING_IDS, IGNORE_INDEX
+from ner_triton.schema import CASING_IDS, IGNORE_INDEX, LABELS_FILE
 from ner_triton.settings import BuildSettings
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def subsample(sentences: list[Sentence], n: int | None, seed: int) -> list[Sente
     return [sentences[i] for i in sorted(rng.sample(range(len(sentences)), n))]
 
 
-def _label_tensor(encodings: Sequence[Encoding], label_rows: Sequence[list[int]]) -> torch.Tensor:
+def label_tensor(encodings: Sequence[Encoding], label_rows: Sequence[list[int]]) -> torch.Tensor:
     n = max(len(e) for e in encodings)
     out = torch.full((len(encodings), n), IGNORE_INDEX, dtype=torch.long)
     for i, row in enumerate(label_rows):
@@ -73,15 +74,44 @@ def finetune(settings: BuildSettings, data: str | Path, output_dir: Path) -> Pat
     seed_everything(ts.seed)
     torch.set_num_threads(settings.threads)
     model_name = resolve_model(settings.model)
-
-    train = subsample(load_split(data, "train"), ts.max_train_sentences, ts.seed)
-    valid = subsample(load_split(data, "valid"), settings.max_eval_sentences, ts.seed)
+    train, valid = _splits(settings, data)
     labels = LabelMap.from_sentences([*train, *valid])
     log.info("model %s, %d train / %d valid sentences, labels %s", model_name, len(train), len(valid), labels.labels)
-
     tokenizer = load_tokenizer(model_name)
     model = NerModel.from_pretrained_encoder(model_name, labels, ts.use_casing)
+    summary = train_model(settings, model, tokenizer, labels, train, valid, ts.epochs)
+    model.save(output_dir, tokenizer, labels)
+    summary = {"model": model_name, **summary}
+    (output_dir / TRAIN_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    log.info("best epoch %d (valid F1 %.4f), saved to %s", summary["best_epoch"], summary["best_valid_f1"], output_dir)
+    return output_dir
 
+
+def _splits(settings: BuildSettings, data: str | Path) -> tuple[list[Sentence], list[Sentence]]:
+    ts = settings.train
+    train = subsample(load_split(data, "train"), ts.max_train_sentences, ts.seed)
+    valid = subsample(load_split(data, "valid"), settings.max_eval_sentences, ts.seed)
+    return train, valid
+
+
+def train_model(
+    settings: BuildSettings,
+    model: NerModel,
+    tokenizer: Any,
+    labels: LabelMap,
+    train: Sequence[Sentence],
+    valid: Sequence[Sentence],
+    epochs: int,
+    teacher: NerModel | None = None,
+    distill: float = 0.0,
+    temperature: float = 2.0,
+) -> dict[str, Any]:
+    """The training loop (shared by fine-tuning and pruning recovery); keeps the best epoch's weights.
+
+    With a ``teacher`` the loss is ``(1 - distill) * CE + distill * T^2 * KL(teacher || student)`` on the
+    softened logits of the labelled positions (knowledge distillation).
+    """
+    ts = settings.train
     encodings = encode_texts(tokenizer, [s.text for s in train], ts.max_length)
     label_rows = [subtoken_labels(e, s.token_starts(), s.tags, labels) for e, s in zip(encodings, train, strict=True)]
 
@@ -96,7 +126,7 @@ def finetune(settings: BuildSettings, data: str | Path, output_dir: Path) -> Pat
     optimizer = torch.optim.AdamW(groups, lr=ts.learning_rate)
     rng = random.Random(ts.seed)
     steps_per_epoch = -(-len(train) // ts.batch_size)
-    total = steps_per_epoch * ts.epochs
+    total = steps_per_epoch * epochs
     warmup = int(total * ts.warmup_ratio)
 
     def lr_lambda(step: int) -> float:
@@ -106,24 +136,38 @@ def finetune(settings: BuildSettings, data: str | Path, output_dir: Path) -> Pat
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    if teacher is not None:
+        teacher.eval()
 
     best_f1, best_epoch, best_state = -1.0, 0, None
     history = []
     bad_epochs = 0
     t_start = time.perf_counter()
     lengths = [len(e) for e in encodings]
-    for epoch in range(1, ts.epochs + 1):
+    for epoch in range(1, epochs + 1):
         model.train()
         batches = bucketed_batches(lengths, ts.batch_size, rng)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{ts.epochs}", unit="batch")
+        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch")
         running = 0.0
         for k, idx in enumerate(bar, start=1):
             batch = {n: torch.from_numpy(v) for n, v in pad_batch([encodings[i] for i in idx]).items()}
             if not ts.use_casing:
                 batch.pop(CASING_IDS)
-            target = _label_tensor([encodings[i] for i in idx], [label_rows[i] for i in idx])
+            target = label_tensor([encodings[i] for i in idx], [label_rows[i] for i in idx])
             logits = model(**batch)
-            loss = loss_fn(logits.view(-1, logits.shape[-1]), target.view(-1))
+            flat, flat_target = logits.view(-1, logits.shape[-1]), target.view(-1)
+            loss = loss_fn(flat, flat_target)
+            if teacher is not None and distill > 0:
+                with torch.no_grad():
+                    soft = teacher(**batch).view(-1, logits.shape[-1])
+                keep = flat_target != IGNORE_INDEX
+                kl = torch.nn.functional.kl_div(
+                    torch.log_softmax(flat[keep] / temperature, -1),
+                    torch.log_softmax(soft[keep] / temperature, -1),
+                    log_target=True,
+                    reduction="batchmean",
+                )
+                loss = (1 - distill) * loss + distill * temperature**2 * kl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), ts.max_grad_norm)
@@ -143,21 +187,43 @@ def finetune(settings: BuildSettings, data: str | Path, output_dir: Path) -> Pat
             if bad_epochs >= ts.patience:
                 log.info("early stop: valid F1 has not improved for %d epochs", bad_epochs)
                 break
-    train_s = time.perf_counter() - t_start
     assert best_state is not None
     model.load_state_dict(best_state)
-    model.save(output_dir, tokenizer, labels)
-    summary = {
-        "model": model_name,
+    return {
         "train_sentences": len(train),
         "valid_sentences": len(valid),
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "best_valid_f1": best_f1,
         "history": history,
-        "train_seconds": round(train_s, 1),
+        "train_seconds": round(time.perf_counter() - t_start, 1),
         "settings": {k: v for k, v in vars(ts).items()},
     }
+
+
+def prune_and_recover(settings: BuildSettings, data: str | Path, model_dir: Path, output_dir: Path) -> Path:
+    """Prune the fine-tuned model in ``model_dir`` (``settings.prune``), recover it with a short fine-tune
+    distilled from the unpruned model, and write it to ``output_dir``; returns ``output_dir``."""
+    from ner_triton.pipeline.prune import prune_model, sample_batches
+
+    ps, ts = settings.prune, settings.train
+    seed_everything(ts.seed)
+    torch.set_num_threads(settings.threads)
+    tokenizer = load_tokenizer(str(model_dir))
+    labels = LabelMap.load(model_dir / LABELS_FILE)
+    train, valid = _splits(settings, data)
+    teacher, student = NerModel.load(model_dir), NerModel.load(model_dir)
+    encodings = encode_texts(tokenizer, [s.text for s in train], ts.max_length)
+    rows = [subtoken_labels(e, s.token_starts(), s.tags, labels) for e, s in zip(encodings, train, strict=True)]
+    batches = sample_batches(encodings, rows, ps.importance_batches, ts.batch_size, ts.seed, ts.use_casing)
+    pruned = prune_model(student, batches, ps)
+    summary = train_model(
+        settings, student, tokenizer, labels, train, valid, ps.epochs, teacher, ps.distill, ps.temperature
+    )
+    student.save(output_dir, tokenizer, labels)
+    previous = json.loads((model_dir / TRAIN_SUMMARY).read_text(encoding="utf-8"))
+    summary = {**previous, "pruning": {**pruned, "recovery": summary}}
     (output_dir / TRAIN_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    log.info("best epoch %d (valid F1 %.4f), saved to %s", best_epoch, best_f1, output_dir)
+    log.info("pruned model (valid F1 %.4f after recovery) saved to %s", summary["pruning"]["recovery"]["best_valid_f1"],
+             output_dir)  # fmt: skip
     return output_dir

@@ -149,6 +149,18 @@ def stub_environment() -> dict[str, str]:
     return env
 
 
+def precompile(repository: Path) -> None:
+    """Byte-compile every model.py of ``repository`` now, with this interpreter (the stub's).
+
+    Otherwise the stub writes ``__pycache__`` into the version directory when it imports model.py, a
+    polling server sees that as a change and reloads the model once (seen: statistics reset mid-run).
+    The python backend stub ignores PYTHONDONTWRITEBYTECODE.
+    """
+    import compileall
+
+    compileall.compile_dir(str(repository), quiet=1, workers=1)
+
+
 def _short(reason: str, limit: int = 400) -> str:
     """First part of a Triton error: drop the Python traceback (``At: ...``) and long tails."""
     reason = reason.replace("\\n", "\n").split("\n\nAt:")[0].split("\nAt:")[0].strip()
@@ -276,6 +288,7 @@ class TritonServer:
                 "or choose others with TRITON_GRPC_PORT / TRITON_HTTP_PORT / TRITON_METRICS_PORT."
             )
         install = TritonInstall.find()
+        precompile(s.repository)
         env = stub_environment()
         s.log_file.parent.mkdir(parents=True, exist_ok=True)
         with s.log_file.open("wb") as out:
