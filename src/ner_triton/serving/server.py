@@ -32,6 +32,8 @@ from ner_triton.logs import setup_logging
 log = logging.getLogger(__name__)
 
 STATE_DIR = Path(".triton")
+ADMIN_HEADER = "ner-admin-key"
+RESTRICTED = "model-repository,shared-memory"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -63,12 +65,15 @@ class ServerSettings:
     # serving updates the model without downtime); "none": load once at start.
     model_control_mode: str = "poll"
     poll_seconds: int = 2
+    # With a key, Triton's model-repository and shared-memory APIs need the header ADMIN_HEADER=<key>
+    # (--grpc-restricted-protocol / --http-restricted-api); inference and health stay open.
+    admin_key: str | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
     def from_env(cls) -> ServerSettings:
         """Ports from ``TRITON_GRPC_PORT``/``TRITON_HTTP_PORT``/``TRITON_METRICS_PORT``, repository from
-        ``MODEL_REPOSITORY``, ``TRITON_MODEL_CONTROL`` (poll | none)."""
+        ``MODEL_REPOSITORY``, ``TRITON_MODEL_CONTROL`` (poll | none), ``TRITON_ADMIN_KEY``."""
         base = cls()
         repo = os.environ.get("MODEL_REPOSITORY", "").strip()
         control = os.environ.get("TRITON_MODEL_CONTROL", "").strip() or base.model_control_mode
@@ -81,6 +86,7 @@ class ServerSettings:
             http_port=_env_int("TRITON_HTTP_PORT", base.http_port),
             metrics_port=_env_int("TRITON_METRICS_PORT", base.metrics_port),
             model_control_mode=control,
+            admin_key=os.environ.get("TRITON_ADMIN_KEY", "").strip() or None,
         )
 
     @property
@@ -210,8 +216,10 @@ def check_repository(repository: Path) -> list[str]:
     return models
 
 
-def _http_json(url: str, timeout: float = 2.0, data: bytes | None = None) -> tuple[int, object]:
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+def _http_json(
+    url: str, timeout: float = 2.0, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, object]:
+    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET", headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             body = resp.read()
@@ -236,7 +244,8 @@ def load_failures(settings: ServerSettings, log_text: str) -> list[str]:
     """Why models failed to load: from the repository index when the server answers, else the log."""
     reasons = []
     try:
-        _, index = _http_json(f"{settings.http_url}/v2/repository/index", data=b"{}")
+        headers = {ADMIN_HEADER: settings.admin_key} if settings.admin_key else None
+        _, index = _http_json(f"{settings.http_url}/v2/repository/index", data=b"{}", headers=headers)
         for entry in index if isinstance(index, list) else []:
             if entry.get("state") == "UNAVAILABLE" and entry.get("reason"):
                 reasons.append(f"{entry['name']}: {_short(entry['reason'])}")
@@ -271,6 +280,14 @@ class TritonServer:
             f"--metrics-port={s.metrics_port}",
             f"--model-control-mode={s.model_control_mode}",
             *([f"--repository-poll-secs={s.poll_seconds}"] if s.model_control_mode == "poll" else []),
+            *(
+                [
+                    f"--grpc-restricted-protocol={RESTRICTED}:{ADMIN_HEADER}={s.admin_key}",
+                    f"--http-restricted-api={RESTRICTED}:{ADMIN_HEADER}={s.admin_key}",
+                ]
+                if s.admin_key
+                else []
+            ),
             "--allow-metrics=true",
             "--allow-cpu-metrics=true",
             "--exit-timeout-secs=5",
