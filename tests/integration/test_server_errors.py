@@ -79,13 +79,13 @@ def test_admin_key_restricts_model_control_but_not_inference(tmp_path: Path, rep
     import tritonclient.grpc as grpcclient
 
     from ner_triton.client import NerClient
-    from ner_triton.serving.server import ADMIN_HEADER
+    from ner_triton.serving.server import GRPC_ADMIN_HEADER
 
     settings = replace(_settings(tmp_path, repository), admin_key="not-a-real-secret")
     with TritonServer(settings):
         client = grpcclient.InferenceServerClient(settings.grpc_url)
         with pytest.raises(grpcclient.InferenceServerException, match=r"(?i)restricted|permission|header"):
             client.get_model_repository_index()
-        assert client.get_model_repository_index(headers={ADMIN_HEADER: "not-a-real-secret"})
+        assert client.get_model_repository_index(headers={GRPC_ADMIN_HEADER: "not-a-real-secret"})
         with NerClient(settings.grpc_url) as ner:
             assert len(ner.extract(["Peter Blackburn visited Berlin."])) == 1

@@ -32,7 +32,8 @@ from ner_triton.logs import setup_logging
 log = logging.getLogger(__name__)
 
 STATE_DIR = Path(".triton")
-ADMIN_HEADER = "ner-admin-key"
+ADMIN_HEADER = "ner-admin-key"  # HTTP header; gRPC metadata key is GRPC_ADMIN_HEADER (Triton adds a prefix)
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 RESTRICTED = "model-repository,shared-memory"
 
 
