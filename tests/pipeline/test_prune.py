@@ -66,3 +66,23 @@ def test_sweep_removes_heads_and_layers_from_the_exported_graph(
     # the head-pruned checkpoint reloads with its per-layer head counts
     assert NerModel.load(tmp_path / "heads0.5" / "model").heads_per_layer() == heads["heads_per_layer"]
     assert "| layers=1 |" in (tmp_path / "report.md").read_text() and (tmp_path / "tradeoff.png").is_file()
+
+
+def test_build_with_prune_serves_the_pruned_model(tiny_model_dir: Path, conll_dir: Path, tmp_path: Path) -> None:
+    from ner_triton.pipeline.build import build
+
+    settings = BuildSettings(
+        model=str(tiny_model_dir),
+        data=str(conll_dir),
+        artifacts=tmp_path / "artifacts",
+        repository=tmp_path / "repo",
+        train=TrainSettings(epochs=2, batch_size=8, learning_rate=5e-3, warmup_ratio=0.0),
+        quant=QuantSettings(calibration_sentences=16, calibration_length=32, max_f1_drop_points=100.0),
+        prune=PruneSettings(layers=1, importance_batches=4),
+        threads=1,
+    )
+    report = json.loads(build(settings).read_text())
+    assert report["training"]["pruning"]["dropped_layers"] and report["training"]["pruning"]["heads_per_layer"] == [2]
+    assert (tmp_path / "artifacts" / "model_unpruned").is_dir()
+    served = tmp_path / "repo" / "ner_bert_int8" / "1" / "model.onnx"
+    assert served.read_bytes() == (tmp_path / "artifacts" / "onnx" / "model_int8.onnx").read_bytes()
