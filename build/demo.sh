@@ -12,6 +12,6 @@ start=$(date +%s)
 trap '"$VENV/bin/ner-serve" stop' EXIT
 "$VENV/bin/ner-client" \
   "Angela Merkel met Emmanuel Macron in Paris on Tuesday." \
-  "The European Commission said on Thursday it disagreed with German advice to consumers to shun British lamb." \
+  "The European Commission said on Friday that Danish farmers may sell more cheese to Japan." \
   "Apple opened a new office in Berlin, said Tim Cook, speaking to Reuters."
 echo "demo finished in $(( $(date +%s) - start )) s (report: $ARTIFACTS/report.md)"

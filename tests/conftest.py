@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny random BERT (with the real MiniLM tokenizer) and tiny CoNLL files."""
+"""Shared fixtures: a tiny random BERT (with the real MiniLM tokenizer) and tiny CoNLL-format files.
+
+The documents are invented (CoNLL-2003 itself stays in ../shared and is never copied into the project)."""
 
 from __future__ import annotations
 
@@ -8,36 +10,36 @@ import pytest
 
 from support import TinyBuild
 
-# Tiny CoNLL-2003-style documents (4 columns, IOB1), written by the tests themselves.
+# Tiny invented documents in the CoNLL-2003 format (4 columns, IOB1), written by the tests themselves.
 DOC = """-DOCSTART- -X- O O
 
-EU NNP I-NP I-ORG
+ACME NNP I-NP I-ORG
 rejects VBZ I-VP O
-German JJ I-NP I-MISC
-call NN I-NP O
+Danish JJ I-NP I-MISC
+plan NN I-NP O
 to TO I-VP O
-boycott VB I-VP O
-British JJ I-NP I-MISC
-lamb NN I-NP O
+import VB I-VP O
+Swiss JJ I-NP I-MISC
+cheese NN I-NP O
 . . O O
 
-Peter NNP I-NP I-PER
-Blackburn NNP I-NP I-PER
+Maria NNP I-NP I-PER
+Lindqvist NNP I-NP I-PER
 
-BRUSSELS NNP I-NP I-LOC
-1996-08-22 CD I-NP O
+OSLO NNP I-NP I-LOC
+2024-03-14 CD I-NP O
 
 The DT I-NP O
-U.S. NNP I-NP I-LOC
+U.K. NNP I-NP I-LOC
 and CC O O
-Japan NNP I-NP I-LOC
-France NNP I-NP B-LOC
+Peru NNP I-NP I-LOC
+Chile NNP I-NP B-LOC
 talked VBD I-VP O
 with IN I-PP O
-Siemens NNP I-NP I-ORG
-AG NNP I-NP I-ORG
+Globex NNP I-NP I-ORG
+Corp NNP I-NP I-ORG
 in IN I-PP O
-Berlin NNP I-NP I-LOC
+Madrid NNP I-NP I-LOC
 . . O O
 
 """

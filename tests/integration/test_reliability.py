@@ -31,7 +31,7 @@ from ner_triton.repository.writer import (
     versions,
     write_configs,
 )
-from ner_triton.serving.server import ServerSettings, TritonServer, free_ports
+from ner_triton.serving.server import ServerSettings, TritonServer
 from support import TinyBuild
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _text(rng: random.Random) -> bytes:
     return " ".join(
-        rng.choice(["Peter", "Berlin", "EU", "said", "the", "lamb"]) for _ in range(rng.randint(1, 12))
+        rng.choice(["Maria", "Madrid", "ACME", "said", "the", "cheese"]) for _ in range(rng.randint(1, 12))
     ).encode()
 
 
@@ -112,7 +112,7 @@ def send(url: str, model: str, inputs: list[tuple[str, np.ndarray, str]]) -> str
 def test_fuzz_thousands_of_malformed_requests_while_good_ones_keep_working(server: ServerSettings) -> None:
     rng = random.Random(7)
     cases = [malformed(rng) for _ in range(2000)]
-    good_texts = ["Peter Blackburn visited Berlin.", "EU rejects German call to boycott British lamb."]
+    good_texts = ["Maria Lindqvist visited Madrid.", "ACME rejects Danish plan to import Swiss cheese."]
     with ThreadPoolExecutor(8) as pool, NerClient(server.grpc_url, timeout_s=30) as ner:
         bad = [pool.submit(send, server.grpc_url, model, inputs) for _, model, inputs in cases]
         good = [pool.submit(ner.extract, good_texts) for _ in range(200)]
@@ -137,22 +137,14 @@ def small_queue_server(tiny_build: TinyBuild, tmp_path_factory: pytest.TempPathF
     settings = replace(settings_for_model(tiny_build.artifacts / "model"), batching=batching, variants=("int8",))
     write_configs(settings, tmp / "repo")
     install_artifacts(settings, tiny_build.artifacts, tmp / "repo")
-    grpc, http, metrics = free_ports(3)
-    server = ServerSettings(
-        repository=tmp / "repo",
-        grpc_port=grpc,
-        http_port=http,
-        metrics_port=metrics,
-        log_file=tmp / "triton.log",
-        pid_file=tmp / "triton.pid",
-    )
+    server = ServerSettings.on_free_ports(tmp / "repo", tmp)
     with TritonServer(server):
         yield server
 
 
 def test_overload_is_rejected_fast_and_admitted_requests_keep_their_bound(small_queue_server: ServerSettings) -> None:
     # Each request is a long document: 40+ windows, so two requests never share one batch of 64.
-    document = " ".join(["Peter Blackburn visited Berlin and met the EU ."] * 500)
+    document = " ".join(["Maria Lindqvist visited Madrid and met ACME ."] * 500)
 
     def one(_: int) -> tuple[bool, float, str]:
         with NerClient(small_queue_server.grpc_url, timeout_s=60) as client:
@@ -182,7 +174,7 @@ def test_overload_is_rejected_fast_and_admitted_requests_keep_their_bound(small_
     assert served == len(admitted)
     assert queued_ms <= 300, f"admitted requests waited {queued_ms:.0f} ms in the BERT queue on average (bound 300)"
     with NerClient(small_queue_server.grpc_url) as client:
-        assert client.extract(["Peter Blackburn visited Berlin."])
+        assert client.extract(["Maria Lindqvist visited Madrid."])
 
 
 def test_model_update_under_load_swaps_versions_with_zero_failed_requests(
@@ -190,17 +182,7 @@ def test_model_update_under_load_swaps_versions_with_zero_failed_requests(
 ) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(tiny_build.repository, repo)
-    grpc, http, metrics = free_ports(3)
-    settings = ServerSettings(
-        repository=repo,
-        grpc_port=grpc,
-        http_port=http,
-        metrics_port=metrics,
-        log_file=tmp_path / "triton.log",
-        pid_file=tmp_path / "triton.pid",
-        model_control_mode="poll",
-        poll_seconds=1,
-    )
+    settings = ServerSettings.on_free_ports(repo, tmp_path, model_control_mode="poll", poll_seconds=1)
     lock, counts, errors = threading.Lock(), Counter(), []
     stop = threading.Event()
 
@@ -208,7 +190,7 @@ def test_model_update_under_load_swaps_versions_with_zero_failed_requests(
         with NerClient(settings.grpc_url, timeout_s=30) as client:
             while not stop.is_set():
                 try:
-                    client.extract(["Peter Blackburn visited Berlin.", "EU rejects German call."])
+                    client.extract(["Maria Lindqvist visited Madrid.", "ACME rejects Danish plan."])
                     outcome = "ok"
                 except ClientError as exc:
                     outcome = "failed"
@@ -245,15 +227,7 @@ def test_model_update_under_load_swaps_versions_with_zero_failed_requests(
 def test_server_killed_under_locust_load_every_request_is_accounted_for_and_traffic_recovers(
     tiny_build: TinyBuild, conll_dir: Path, tmp_path: Path
 ) -> None:
-    grpc, http, metrics = free_ports(3)
-    settings = ServerSettings(
-        repository=tiny_build.repository,
-        grpc_port=grpc,
-        http_port=http,
-        metrics_port=metrics,
-        log_file=tmp_path / "triton.log",
-        pid_file=tmp_path / "triton.pid",
-    )
+    settings = ServerSettings.on_free_ports(tiny_build.repository, tmp_path)
     prefix = tmp_path / "kill"
     first = TritonServer(settings).start()
     cmd = [

@@ -14,23 +14,13 @@ import pytest
 from ner_triton.errors import ServerError
 from ner_triton.repository.model_configs import RepositorySettings
 from ner_triton.repository.writer import write_configs
-from ner_triton.serving.server import ServerSettings, TritonServer, free_ports
+from ner_triton.serving.server import ServerSettings, TritonServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _settings(tmp_path: Path, repository: Path) -> ServerSettings:
-    grpc, http, metrics = free_ports(3)
-    return replace(
-        ServerSettings(),
-        repository=repository,
-        grpc_port=grpc,
-        http_port=http,
-        metrics_port=metrics,
-        log_file=tmp_path / "triton.log",
-        pid_file=tmp_path / "triton.pid",
-        startup_timeout_s=90,
-    )
+    return ServerSettings.on_free_ports(repository, tmp_path, startup_timeout_s=90)
 
 
 def test_empty_repository_says_run_make_build(tmp_path: Path) -> None:
@@ -88,4 +78,4 @@ def test_admin_key_restricts_model_control_but_not_inference(tmp_path: Path, rep
             client.get_model_repository_index()
         assert client.get_model_repository_index(headers={GRPC_ADMIN_HEADER: "not-a-real-secret"})
         with NerClient(settings.grpc_url) as ner:
-            assert len(ner.extract(["Peter Blackburn visited Berlin."])) == 1
+            assert len(ner.extract(["Maria Lindqvist visited Madrid."])) == 1

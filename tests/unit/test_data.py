@@ -18,25 +18,25 @@ def test_parse_skips_docstart_and_converts(conll_dir: Path) -> None:
     sentences = read_conll(conll_dir / "test.txt")
     assert len(sentences) == 8  # 4 sentences per document, 2 documents
     first = sentences[0]
-    assert first.tokens[:3] == ("EU", "rejects", "German")
+    assert first.tokens[:3] == ("ACME", "rejects", "Danish")
     assert first.tags[:3] == ("B-ORG", "O", "B-MISC")
     last = sentences[3]
-    assert last.tags[1:5] == ("B-LOC", "O", "B-LOC", "B-LOC")  # U.S. / Japan / France (B- in IOB1)
+    assert last.tags[1:5] == ("B-LOC", "O", "B-LOC", "B-LOC")  # U.K. / Peru / Chile (B- in IOB1)
     assert entity_counts(sentences) == {"LOC": 10, "MISC": 4, "ORG": 4, "PER": 2}
 
 
 def test_text_and_token_starts_agree() -> None:
-    (s,) = parse_conll(["Peter NNP I-NP I-PER", "Blackburn NNP I-NP I-PER"])
-    assert s.text == "Peter Blackburn"
+    (s,) = parse_conll(["Maria NNP I-NP I-PER", "Lindqvist NNP I-NP I-PER"])
+    assert s.text == "Maria Lindqvist"
     assert [s.text[a:].split(" ")[0] for a in s.token_starts()] == list(s.tokens)
 
 
 @pytest.mark.parametrize(
     ("lines", "message"),
     [
-        (["EU NNP I-ORG"], "<lines>:1: expected 4"),
-        (["EU NNP I-NP I-ORG", "", "x y z X-PER"], "<lines>:3: unknown NER tag 'X-PER'"),
-        (["EU NNP I-NP I-"], "unknown NER tag"),
+        (["ACME NNP I-ORG"], "<lines>:1: expected 4"),
+        (["ACME NNP I-NP I-ORG", "", "x y z X-PER"], "<lines>:3: unknown NER tag 'X-PER'"),
+        (["ACME NNP I-NP I-"], "unknown NER tag"),
         ([], "no sentences found"),
         (["-DOCSTART- -X- O O", ""], "no sentences found"),
     ],

@@ -39,7 +39,7 @@ def _texts(*items: bytes | str) -> np.ndarray:
 
 
 def test_short_text_gives_one_window_equal_to_plain_encoding(tokenizer: Any) -> None:
-    text = "Peter Blackburn visited Berlin."
+    text = "Maria Lindqvist visited Madrid."
     (window,) = encode_windows(tokenizer, text, 128, 32)
     assert window.encoding == encode_texts(tokenizer, [text], 128)[0]
     assert window.owned == [False, *[True] * (len(window.encoding) - 2), False]

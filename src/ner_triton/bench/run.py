@@ -104,7 +104,7 @@ def _versions() -> dict[str, str]:
 def triton_peers(settings: BenchSettings, texts: list[str], wanted: list[str]) -> dict[str, list[Run]]:
     from ner_triton.repository.writer import install_artifacts, settings_for_model, write_configs
     from ner_triton.serving.served_eval import bert_step_of
-    from ner_triton.serving.server import ServerSettings, TritonServer, free_ports
+    from ner_triton.serving.server import ServerSettings, TritonServer
 
     out: dict[str, list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -112,15 +112,7 @@ def triton_peers(settings: BenchSettings, texts: list[str], wanted: list[str]) -
         repo_settings = replace(settings_for_model(settings.artifacts / MODEL_DIR), variants=("int8", "fp32"))
         write_configs(repo_settings, repo)
         install_artifacts(repo_settings, settings.artifacts, repo)
-        grpc, http, metrics = free_ports(3)
-        server = ServerSettings(
-            repository=repo,
-            grpc_port=grpc,
-            http_port=http,
-            metrics_port=metrics,
-            log_file=Path(tmp) / "triton.log",
-            pid_file=Path(tmp) / "triton.pid",
-        )
+        server = ServerSettings.on_free_ports(repo, Path(tmp))
         with TritonServer(server):
             for name in wanted:
                 model = "ner_fp32" if "fp32" in name else "ner"

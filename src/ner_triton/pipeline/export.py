@@ -65,7 +65,7 @@ def export_onnx(settings: BuildSettings, model_dir: Path, output_dir: Path) -> P
     model = NerModel.load(model_dir)
     tokenizer = load_tokenizer(str(model_dir))
     names = input_names(model.use_casing)
-    sample = pad_batch(encode_texts(tokenizer, ["Peter Blackburn met EU officials in Brussels .", "Hi"], 64))
+    sample = pad_batch(encode_texts(tokenizer, ["Maria Lindqvist met ACME officials in Oslo .", "Hi"], 64))
     args = tuple(torch.from_numpy(sample[n]) for n in names)
     path = output_dir / ONNX_FP32
     axes = {n: {0: "batch", 1: "sequence"} for n in [*names, LOGITS]}

@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ner_triton.errors import ConfigError, NerTritonError, ServerError
 from ner_triton.logs import setup_logging
@@ -88,6 +89,20 @@ class ServerSettings:
             metrics_port=_env_int("TRITON_METRICS_PORT", base.metrics_port),
             model_control_mode=control,
             admin_key=os.environ.get("TRITON_ADMIN_KEY", "").strip() or None,
+        )
+
+    @classmethod
+    def on_free_ports(cls, repository: Path, state_dir: Path, **overrides: Any) -> ServerSettings:
+        """Loopback server on three ports free right now, logging into ``state_dir`` (tests, sweeps)."""
+        grpc, http, metrics = free_ports(3)
+        return cls(
+            repository=repository,
+            grpc_port=grpc,
+            http_port=http,
+            metrics_port=metrics,
+            log_file=state_dir / "tritonserver.log",
+            pid_file=state_dir / "tritonserver.pid",
+            **overrides,
         )
 
     @property

@@ -29,7 +29,7 @@ from ner_triton.repository.model_configs import BatchingSettings
 from ner_triton.repository.writer import install_artifacts, settings_for_model, write_configs
 from ner_triton.schema import MODEL_DIR
 from ner_triton.serving.served_eval import evaluate_served
-from ner_triton.serving.server import ServerSettings, TritonServer, free_ports
+from ner_triton.serving.server import ServerSettings, TritonServer
 from ner_triton.settings import default_data
 
 log = logging.getLogger(__name__)
@@ -67,15 +67,7 @@ def measure(
     repo = workdir / "repository"
     write_configs(settings, repo)
     install_artifacts(settings, artifacts, repo)
-    grpc, http, metrics = free_ports(3)
-    server = ServerSettings(
-        repository=repo,
-        grpc_port=grpc,
-        http_port=http,
-        metrics_port=metrics,
-        log_file=workdir / "triton.log",
-        pid_file=workdir / "triton.pid",
-    )
+    server = ServerSettings.on_free_ports(repo, workdir)
     out: dict[str, Any] = {"batching": asdict(batching)}
     with TritonServer(server):
         for c in concurrency:

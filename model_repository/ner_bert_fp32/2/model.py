@@ -1,0 +1,53 @@
+"""Triton python-backend adapter of ``ner_bert_*``: ONNX Runtime over a ragged dynamic batch.
+
+The logic is ner_triton.serving.steps.BertRunner (requests grouped by length, padded, run); bad
+requests get their own error response and the good requests of the same batch are still run.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import triton_python_backend_utils as pb_utils
+
+from ner_triton.errors import InvalidInputError
+from ner_triton.schema import LOGITS
+from ner_triton.serving.steps import BertRunner
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        here = Path(args["model_repository"]) / args["model_version"]
+        threads = int(os.environ.get("NER_ORT_THREADS", params.get("threads", "1")))
+        max_padding = float(params.get("max_padding", "0.25"))
+        spinning = params.get("spinning", "1") != "0"
+        self.runner = BertRunner(here / params.get("onnx_file", "model.onnx"), threads, max_padding, spinning)
+        self.logger = pb_utils.Logger
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        feeds, slots = [], []
+        for i, request in enumerate(requests):
+            try:
+                feed = {}
+                for name in self.runner.input_names:
+                    tensor = pb_utils.get_input_tensor_by_name(request, name)
+                    if tensor is None:
+                        raise InvalidInputError(f"missing input {name}")
+                    feed[name] = tensor.as_numpy()
+                self.runner.validate(feed)
+                feeds.append(feed)
+                slots.append(i)
+            except InvalidInputError as exc:
+                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"invalid input: {exc}"))
+        if feeds:
+            try:
+                for i, logits in zip(slots, self.runner.run(feeds), strict=True):
+                    responses[i] = pb_utils.InferenceResponse([pb_utils.Tensor(LOGITS, logits)])
+            except Exception as exc:
+                self.logger.log_error(f"ner_bert: {exc!r}")
+                for i in slots:
+                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"internal error: {exc}"))
+        return responses
