@@ -33,6 +33,20 @@ def test_committed_files_match_the_generator() -> None:
     assert committed == {rel for rel in expected if rel.endswith("config.pbtxt")}, "unexpected model directories"
 
 
+def test_git_tracks_exactly_the_generated_files() -> None:
+    """Build outputs (weights, tokenizer, labels, versions 2+ from rolling updates) are never committed."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(
+        ["git", "ls-files", "model_repository"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    expected = {f"model_repository/{rel}" for rel in expected_files(RepositorySettings())}
+    assert set(tracked) == expected, f"tracked but not generated: {sorted(set(tracked) - expected)}"
+
+
 @pytest.mark.parametrize("path", sorted(REPOSITORY.glob("*/config.pbtxt")), ids=lambda p: p.parent.name)
 def test_every_config_parses_and_names_its_directory(path: Path) -> None:
     cfg = parse_pbtxt(path.read_text())

@@ -132,15 +132,10 @@ class HfPipeline:
         return self.pipe(texts, batch_size=self.batch_size)
 
 
-def _bert_stats(client: Any, model: str) -> tuple[int, int, dict[str, int]]:
-    from ner_triton.serving.served_eval import model_counts
-
-    return model_counts(client, model)
-
-
 def run_grpc(url: str, model: str, bert_step: str, texts: Sequence[str], concurrency: int) -> Run:
     """``concurrency`` threads each sending one sentence per request until ``texts`` are done."""
     from ner_triton.client import NerClient
+    from ner_triton.serving.served_eval import model_counts
 
     local = threading.local()
     latencies: list[float] = []
@@ -155,12 +150,12 @@ def run_grpc(url: str, model: str, bert_step: str, texts: Sequence[str], concurr
     with NerClient(url, model) as admin, ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, texts[: 2 * concurrency]))  # warm-up: every thread has its channel
         latencies.clear()
-        inf0, exe0, ph0 = _bert_stats(admin, bert_step)
+        inf0, exe0, ph0 = model_counts(admin, bert_step)
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
         list(pool.map(one, texts))
         seconds = time.perf_counter() - t0
         cpu = _cpu_seconds() - cpu0
-        inf1, exe1, ph1 = _bert_stats(admin, bert_step)
+        inf1, exe1, ph1 = model_counts(admin, bert_step)
     executions = max(exe1 - exe0, 1)
     requests = max(inf1 - inf0, 1)
     triton = {

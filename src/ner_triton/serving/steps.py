@@ -12,7 +12,6 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -247,8 +246,3 @@ class Postprocessor:
             )
             out[i] = json.dumps([e.as_dict() for e in ents]).encode("utf-8")
         return out
-
-
-def entities_from_json(payload: bytes | str) -> list[dict[str, Any]]:
-    """Parse one ENTITIES element (a JSON array of entity objects)."""
-    return json.loads(payload)  # type: ignore[no-any-return]
