@@ -14,10 +14,10 @@ export MODEL_REPOSITORY MODEL DATA EPOCHS MAX_TRAIN_SENTENCES MAX_EVAL_SENTENCES
 DEMO_TRAIN_SENTENCES ?= 3000
 DEMO_EPOCHS ?= 2
 
-.PHONY: help setup build demo repository serve eval-served tune-batching prune-sweep bench loadtest stop test test-fast lint format clean
+.PHONY: help setup build demo repository serve eval-served tune-batching prune-sweep bench loadtest stop replicas replicas-measure capacity engine gpu-check test test-fast lint format clean
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -62,6 +62,22 @@ loadtest: setup ## Locust scenario (NER_SCENARIO=steady|ramp|spike) on a running
 	  --triton-metrics-url http://127.0.0.1:$${TRITON_METRICS_PORT:-8002}/metrics \
 	  --csv loadtest/results/$${NER_SCENARIO:-steady} --html loadtest/results/$${NER_SCENARIO:-steady}.html \
 	  --report-prefix loadtest/results/$${NER_SCENARIO:-steady}
+
+replicas: setup ## N=2 local tritonservers behind nginx (gRPC :8001, HTTP :8000); Ctrl-C stops them all
+	$(VENV)/bin/ner-replicas run --replicas $${N:-2} --repository $${MODEL_REPOSITORY:-model_repository}
+
+replicas-measure: setup ## Throughput and p99 through the proxy for 1 and 2 replicas -> benchmarks/replicas/
+	$(VENV)/bin/ner-replicas measure --replicas $${N:-1,2} --repository $${MODEL_REPOSITORY:-model_repository}
+
+capacity: setup ## Replicas needed for RATE sent/s under a p99 SLO (SLO_P99_MS), from the bench curve
+	$(VENV)/bin/ner-capacity --rate $${RATE:-1000} --slo-p99-ms $${SLO_P99_MS:-100}
+
+engine: setup ## GPU host: TensorRT INT8 engine + GPU model repository (model_repository_gpu/) from artifacts/
+	$(VENV)/bin/python -m pip install -q '.[gpu]'
+	$(VENV)/bin/ner-engine --artifacts $${ARTIFACTS:-artifacts} --repository $${GPU_REPOSITORY:-model_repository_gpu}
+
+gpu-check: setup ## GPU host: engines' F1, INT8 vs FP16 throughput per bucket (scripts/gpu_check.sh)
+	PY=$(PY) scripts/gpu_check.sh
 
 stop: ## Stop the server started by `make serve`
 	@if [ -x $(VENV)/bin/ner-serve ]; then $(VENV)/bin/ner-serve stop; fi

@@ -6,6 +6,7 @@
     +-- ModelLoadError          a model checkpoint cannot be found or loaded
     +-- ExportError             ONNX export failed or its outputs drift from PyTorch
     +-- QualityGateError        a quantized variant lost more accuracy than allowed
+    +-- EngineError             a TensorRT engine cannot be built, or was built for another TensorRT/GPU
     +-- InvalidInputError       a request to the service is malformed (empty text, bad UTF-8, ...)
     +-- ServerError             the local tritonserver cannot start (port taken, empty repository,
     |                           a model failed to load: Triton's reason is included)
@@ -43,6 +44,10 @@ class ExportError(NerTritonError):
 
 class QualityGateError(NerTritonError):
     """A quantized variant lost more entity F1 than the gate allows."""
+
+
+class EngineError(NerTritonError):
+    """A TensorRT engine cannot be built or loaded here (missing TensorRT/GPU, or built for another one)."""
 
 
 class InvalidInputError(NerTritonError, ValueError):

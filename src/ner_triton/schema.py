@@ -25,6 +25,8 @@ ONNX_DIR: Final = "onnx"
 ONNX_FP32: Final = "model_fp32.onnx"
 ONNX_INT8: Final = "model_int8.onnx"
 ONNX_INT8_DYNAMIC: Final = "model_int8_dynamic.onnx"
+ONNX_INT8_TRT: Final = "model_int8_trt.onnx"  # symmetric QDQ, the source of the TensorRT INT8 engine
+ONNX_FP16: Final = "model_fp16.onnx"  # FP32 graph in half precision, the source of the FP16 engine
 REPORT_JSON: Final = "report.json"
 REPORT_MD: Final = "report.md"
 

@@ -67,6 +67,55 @@ class QuantSettings:
 
 
 @dataclass(frozen=True)
+class EngineSettings:
+    """TensorRT engines: one optimization profile per sequence-length bucket, up to ``max_batch_size``.
+
+    The tokenizer of the GPU repository pads every request to its bucket, so requests of one bucket
+    have equal shapes and Triton batches them; each profile is tuned for ``opt_batch_size`` rows.
+    """
+
+    buckets: tuple[int, ...] = (16, 32, 64, 128)
+    max_batch_size: int = 128
+    opt_batch_size: int = 32
+    workspace_mib: int = 4096
+    optimization_level: int = 3
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_batch_size", "opt_batch_size", "workspace_mib")
+        if not self.buckets or list(self.buckets) != sorted(set(self.buckets)) or self.buckets[0] <= 2:
+            raise ConfigError(f"buckets={self.buckets} must be distinct ascending lengths > 2, e.g. 16,32,64,128.")
+        if self.opt_batch_size > self.max_batch_size:
+            raise ConfigError(f"opt_batch_size={self.opt_batch_size} must be <= max_batch_size={self.max_batch_size}.")
+        if not 0 <= self.optimization_level <= 5:
+            raise ConfigError(f"optimization_level={self.optimization_level} must be in 0..5 (TensorRT's range).")
+
+    def profiles(self) -> list[dict[str, Any]]:
+        """Per bucket: the [batch, sequence] shapes (min, opt, max) its optimization profile accepts."""
+        out, low = [], 1
+        for bucket in self.buckets:
+            out.append(
+                {
+                    "bucket": bucket,
+                    "min": [1, low],
+                    "opt": [self.opt_batch_size, bucket],
+                    "max": [self.max_batch_size, bucket],
+                }
+            )
+            low = bucket + 1
+        return out
+
+    def bucket_for(self, length: int) -> int:
+        """Index of the profile (bucket) that holds sequences of ``length`` tokens."""
+        for i, bucket in enumerate(self.buckets):
+            if length <= bucket:
+                return i
+        raise ConfigError(
+            f"sequence length {length} exceeds the largest bucket {self.buckets[-1]}: rebuild the "
+            "engine with a larger bucket or lower the tokenizer's max_length."
+        )
+
+
+@dataclass(frozen=True)
 class PruneSettings:
     """What to remove and how to recover."""
 

@@ -25,7 +25,7 @@ def built(tiny_build: TinyBuild) -> Path:
 
 def test_report_has_every_variant(built: Path) -> None:
     report = json.loads((built / "report.json").read_text())
-    assert set(report["variants"]) == {"torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_dynamic"}
+    assert set(report["variants"]) == {"torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_trt", "onnx_int8_dynamic"}
     for v in report["variants"].values():
         assert 0.0 <= v["f1"] <= 1.0
         assert set(v["per_type"]) <= {"LOC", "MISC", "ORG", "PER"}
@@ -66,6 +66,30 @@ def test_static_int8_is_qdq_with_float_classifier_and_layernorm(built: Path) -> 
     assert (built / "onnx" / "model_int8.onnx").stat().st_size < 0.5 * (
         built / "onnx" / "model_fp32.onnx"
     ).stat().st_size
+
+
+def test_tensorrt_int8_form_is_symmetric_with_float_gelu_matmuls(built: Path) -> None:
+    """TensorRT accepts only int8 with zero point 0; the GELU-fed MatMuls and the embedding Gather stay float."""
+    from onnx import numpy_helper
+
+    from ner_triton.pipeline.quantize import gelu_output_matmuls
+
+    fp32 = onnx.load(str(built / "onnx" / "model_fp32.onnx"))
+    gelu_fed = gelu_output_matmuls(fp32)
+    assert len(gelu_fed) == 2  # one FFN output projection per layer of the tiny model
+    model = onnx.load(str(built / "onnx" / "model_int8_trt.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    quantizers = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert quantizers
+    for node in quantizers:
+        zero_point = inits[node.input[2]]
+        assert zero_point.dtype.name == "int8" and not zero_point.any(), node.name
+    produced_by = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.name in gelu_fed or node.op_type == "Gather":
+            assert all(i not in produced_by or produced_by[i].op_type != "DequantizeLinear" for i in node.input)
+    weight_inputs = [n.input[1] for n in model.graph.node if n.op_type == "MatMul"]
+    assert any(i in produced_by and produced_by[i].op_type == "DequantizeLinear" for i in weight_inputs)
 
 
 def test_gate_names_the_variant_and_the_drop() -> None:

@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 
 from ner_triton.repository.model_configs import (
+    BACKENDS,
     RepositorySettings,
     all_configs,
     bert_config,
     ensemble_config,
+    ensemble_name,
+    layout_settings,
     parse_pbtxt,
     to_pbtxt,
 )
@@ -56,11 +59,12 @@ def test_every_config_parses_and_names_its_directory(path: Path) -> None:
         assert "max_batch_size" in path.read_text()
 
 
-def test_ensemble_maps_match_the_step_models() -> None:
-    s = RepositorySettings()
-    models = {c.name: c for c in all_configs(s)}
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ensemble_maps_match_the_step_models(backend: str) -> None:
+    s = layout_settings(RepositorySettings(), backend)
+    models = {c.name: c for c in all_configs(s, backend)}
     for variant in s.variants:
-        ens = ensemble_config(s, variant)
+        ens = models[ensemble_name(variant, s)]
         produced = {t.name for t in ens.input}
         for step in ens.ensemble_scheduling.step:
             model = models[step.model_name]

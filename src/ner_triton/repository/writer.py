@@ -11,18 +11,28 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ner_triton.errors import ModelLoadError
-from ner_triton.repository.model_configs import RepositorySettings, all_configs, to_pbtxt
+from ner_triton.repository.model_configs import (
+    TRT_VARIANT,
+    RepositorySettings,
+    all_configs,
+    layout_settings,
+    to_pbtxt,
+)
 from ner_triton.schema import (
     BERT_PREFIX,
     LABELS_FILE,
     NER_META_FILE,
+    ONNX_DIR,
     ONNX_FP32,
     ONNX_INT8,
     ONNX_INT8_DYNAMIC,
+    ONNX_INT8_TRT,
     POSTPROCESS,
     PREPROCESS,
     TOKENIZER_DIR,
@@ -136,7 +146,9 @@ def settings_for_model(model_dir: Path, base: RepositorySettings | None = None) 
 
 
 def install_artifacts(settings: RepositorySettings, artifacts: Path, repository: Path) -> Path:
-    """Copy a build's outputs (``artifacts/model``, ``artifacts/onnx``) into ``repository``."""
+    """Copy a build's outputs (``artifacts/model``, ``artifacts/onnx``) into ``repository``.
+
+    Variants without an ONNX file of their own (the TensorRT engine) are installed by their builder."""
     model_dir, onnx_dir = artifacts / "model", artifacts / "onnx"
     tok_dir = repository / PREPROCESS / "1" / TOKENIZER_DIR
     tok_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +158,7 @@ def install_artifacts(settings: RepositorySettings, artifacts: Path, repository:
     if not (tok_dir / "tokenizer.json").is_file():
         raise ModelLoadError(f"{model_dir}: no tokenizer.json (a fast tokenizer is required); run `make build`.")
     shutil.copy2(model_dir / LABELS_FILE, repository / POSTPROCESS / "1" / LABELS_FILE)
-    for variant in settings.variants:
+    for variant in (v for v in settings.variants if v in ONNX_FILES):
         src = onnx_dir / ONNX_FILES[variant]
         if not src.is_file():
             raise ModelLoadError(f"{src} is missing; run `make build` first.")
@@ -164,6 +176,10 @@ def export_repository(artifacts: Path, repository: Path = DEFAULT_REPOSITORY, ba
     weights become the next version of the BERT steps (:func:`install_new_version`: a polling server
     swaps versions without downtime); otherwise configs and files are (re)written as version 1.
     """
+    if backend == "tensorrt":
+        raise ModelLoadError(
+            "the GPU layout needs a TensorRT engine: run `ner-engine --artifacts ...` on the GPU host."
+        )
     settings = settings_for_model(artifacts / "model")
     served = any(versions(repository / f"{BERT_PREFIX}{v}") for v in settings.variants)
     if backend == "python" and served and configs_match(settings, repository, backend):
@@ -181,6 +197,36 @@ def export_repository(artifacts: Path, repository: Path = DEFAULT_REPOSITORY, ba
     return install_artifacts(settings, artifacts, repository)
 
 
+def export_gpu_repository(
+    artifacts: Path,
+    repository: Path,
+    engine: Any,
+    build_engine: Callable[[Path, Path, str, Any], Any],
+) -> Path:
+    """The ``tensorrt`` layout of a build: configs, tokenizer and labels, and the INT8 engine that
+    ``build_engine(onnx, version_dir, "int8", engine_settings)`` writes into ``ner_bert_trt/1``.
+
+    The engine is built into a staging directory and renamed into place, so a failed build leaves the
+    repository's previous engine untouched.
+    """
+    from dataclasses import replace
+
+    settings = layout_settings(replace(settings_for_model(artifacts / "model"), engine=engine), "tensorrt")
+    source = artifacts / ONNX_DIR / ONNX_INT8_TRT
+    if not source.is_file():
+        raise ModelLoadError(f"{source} is missing; run `make build` (it writes the TensorRT INT8 form).")
+    write_configs(settings, repository, "tensorrt")
+    install_artifacts(settings, artifacts, repository)
+    step = repository / f"{BERT_PREFIX}{TRT_VARIANT}"
+    staging = step / ".staging-1"
+    shutil.rmtree(staging, ignore_errors=True)
+    build_engine(source, staging, "int8", engine)
+    shutil.rmtree(step / "1", ignore_errors=True)
+    os.replace(staging, step / "1")
+    log.info("GPU model repository ready: %s", repository)
+    return repository
+
+
 def main(argv: list[str] | None = None) -> int:
     """``make repository``: regenerate the committed configs (and install a build with --artifacts)."""
     import argparse
@@ -193,9 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifacts", type=Path, help="also install this build's model files (e.g. artifacts)")
     parser.add_argument(
         "--backend",
-        choices=["python", "onnxruntime"],
+        choices=["python", "onnxruntime", "tensorrt"],
         default="python",
-        help="BERT steps on the python backend (local server) or Triton's onnxruntime backend (NGC container)",
+        help="BERT steps on the python backend (local server), Triton's onnxruntime backend (NGC container, "
+        "CPU) or TensorRT (NGC container, GPU: configs only here; `ner-engine` builds the engine)",
     )
     args = parser.parse_args(argv)
     from ner_triton.logs import setup_logging

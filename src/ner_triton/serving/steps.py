@@ -42,18 +42,38 @@ class Limits:
     max_windows: int = 64
     max_length: int = 128
     stride: int = 32
+    # Sequence lengths a request's windows are padded up to (e.g. 16,32,64,128), so requests of one
+    # bucket have equal shapes and a non-ragged backend (TensorRT) batches them; () = pad to the longest.
+    buckets: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if min(self.max_texts, self.max_text_bytes, self.max_windows) <= 0:
             raise ValueError(f"limits must be positive: {self}")
         if not 0 <= self.stride < self.max_length - 2:
             raise ValueError(f"stride={self.stride} must be in [0, max_length - 2)")
+        if self.buckets and (list(self.buckets) != sorted(set(self.buckets)) or self.buckets[-1] < self.max_length):
+            raise ValueError(f"buckets={self.buckets} must ascend and end at >= max_length={self.max_length}")
 
     @classmethod
     def from_parameters(cls, params: dict[str, str]) -> Limits:
         """From Triton config ``parameters`` (string values); missing keys keep defaults."""
-        known = {k: int(v) for k, v in params.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        known: dict[str, object] = {
+            k: int(v) for k, v in params.items() if k in cls.__dataclass_fields__ and k != "buckets"
+        }
+        if "buckets" in params:
+            known["buckets"] = tuple(int(b) for b in params["buckets"].split(",") if b.strip())
+        return cls(**known)  # type: ignore[arg-type]
+
+    def to_parameters(self) -> dict[str, str]:
+        """The inverse of :meth:`from_parameters`."""
+        out = {k: str(v) for k, v in vars(self).items() if k != "buckets"}
+        if self.buckets:
+            out["buckets"] = ",".join(map(str, self.buckets))
+        return out
+
+    def padded_length(self, length: int) -> int:
+        """``length`` rounded up to the smallest bucket that holds it (itself without buckets)."""
+        return next((b for b in self.buckets if b >= length), length)
 
 
 def decode_texts(raw: np.ndarray, limits: Limits) -> list[str]:
@@ -113,7 +133,7 @@ class Preprocessor:
                 f"the request's texts make {len(windows)} windows of {self.limits.max_length} tokens; the limit is "
                 f"{self.limits.max_windows}: send fewer or shorter texts per request."
             )
-        n, length = len(windows), max(len(w.encoding) for w in windows)
+        n, length = len(windows), self.limits.padded_length(max(len(w.encoding) for w in windows))
         out = {
             INPUT_IDS: np.zeros((n, length), np.int64),
             ATTENTION_MASK: np.zeros((n, length), np.int64),

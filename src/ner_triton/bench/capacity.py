@@ -1,0 +1,258 @@
+"""Capacity planner: how many replicas a request rate needs under a p99 latency SLO.
+
+Model: a replica is a **flow-equivalent server** (Chandy, Herzog and Woo, 1975) - a queue whose
+service rate with ``n`` requests inside is the throughput ``X(n)`` the bench measured for one replica
+in closed loop at concurrency ``n`` (interpolated between the measured concurrencies, the peak
+beyond the largest). This keeps what dynamic batching does: a replica serves faster the more
+requests wait. With Poisson arrivals at rate ``r`` the number in the replica is a birth-death chain,
+
+    p(n) = p(0) * prod_{k=1..n} r / X(k),      mean latency W = E[n] / r   (Little's law)
+
+and the p99 latency is taken as ``W * ln(100)`` (exact for the exponential sojourn time of M/M/1),
+never below the p99 measured with one client. The load balancer splits the rate evenly over N
+replicas; the plan is the smallest N whose p99 meets the SLO. The model assumes replicas on their own
+cores; the local multi-replica mode shares 2 cores, where more replicas add no capacity
+(`ner-replicas measure` shows it, `--check` compares model and measurement).
+
+    ner-capacity --rate 1000 --slo-p99-ms 100                 # from benchmarks/results/latest.json
+    ner-capacity --check benchmarks/replicas/report.json      # predicted vs measured p99, local replicas
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ner_triton.errors import ConfigError, NerTritonError
+
+LN100 = math.log(100.0)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One replica's closed-loop measurements: (concurrency, throughput sent/s, p99 ms), by concurrency."""
+
+    points: tuple[tuple[int, float, float], ...]
+
+    @classmethod
+    def from_runs(cls, runs: Sequence[dict[str, Any]]) -> Curve:
+        pts = tuple(sorted((int(r["concurrency"]), float(r["throughput_sps"]), float(r["p99_ms"])) for r in runs))
+        if not pts:
+            raise ConfigError("no measurements in the curve: run `make bench` (or `ner-replicas measure`) first.")
+        return cls(pts)
+
+    @classmethod
+    def load(cls, path: Path, peer: str = "triton_int8_grpc") -> Curve:
+        """From a bench report (``peers.<peer>.runs``) or a replicas report (``counts.1.closed_loop``)."""
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist: run `make bench` or `make replicas-measure` first.")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "peers" in data:
+            if peer not in data["peers"]:
+                raise ConfigError(f"{path} has no peer {peer!r}; it has {sorted(data['peers'])}.")
+            return cls.from_runs(data["peers"][peer]["runs"])
+        if "counts" in data and "1" in data["counts"]:
+            return cls.from_runs(data["counts"]["1"]["closed_loop"])
+        raise ConfigError(f"{path} is neither a bench report nor a replicas report.")
+
+    @property
+    def peak_rps(self) -> float:
+        return max(x for _, x, _ in self.points)
+
+    @property
+    def unloaded_p99_ms(self) -> float:
+        return self.points[0][2]
+
+
+@dataclass(frozen=True)
+class Plan:
+    rate_rps: float
+    slo_p99_ms: float
+    replicas: int
+    per_replica_rps: float
+    mu_rps: float
+    max_rps_per_replica: float
+    p99_ms: float
+    utilization: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def throughput_at(curve: Curve, n: int) -> float:
+    """X(n): closed-loop throughput with ``n`` requests in the replica (linear between measurements)."""
+    pts = [(0, 0.0)] + [(c, x) for c, x, _ in curve.points]
+    best = max(x for _, x in pts)
+    if n >= pts[-1][0]:
+        return best
+    for (c0, x0), (c1, x1) in itertools.pairwise(pts):
+        if c0 <= n <= c1:
+            return min(best, x0 + (x1 - x0) * (n - c0) / (c1 - c0))
+    return best
+
+
+def p99_ms(curve: Curve, rate_per_replica: float) -> float:
+    """p99 latency (ms) of one replica under Poisson arrivals at ``rate_per_replica`` (inf at or past the peak)."""
+    if rate_per_replica <= 0:
+        return curve.unloaded_p99_ms
+    if rate_per_replica >= curve.peak_rps:
+        return math.inf
+    weight, total, mean_n = 1.0, 1.0, 0.0
+    top = curve.points[-1][0]  # from here on X(n) is the peak: the rest of the chain is geometric
+    for n in range(1, top + 1):
+        weight *= rate_per_replica / throughput_at(curve, n)
+        total += weight
+        mean_n += n * weight
+    q = rate_per_replica / curve.peak_rps
+    total += weight * q / (1 - q)
+    mean_n += weight * (top * q / (1 - q) + q / (1 - q) ** 2)
+    latency_s = (mean_n / total) / rate_per_replica
+    return max(curve.unloaded_p99_ms, 1000.0 * LN100 * latency_s)
+
+
+def plan(curve: Curve, rate_rps: float, slo_p99_ms: float, replicas: int | None = None) -> Plan:
+    """The replicas ``rate_rps`` needs under ``slo_p99_ms`` (or the prediction for a given ``replicas``)."""
+    if rate_rps <= 0 or slo_p99_ms <= 0:
+        raise ConfigError(f"rate={rate_rps} and slo_p99_ms={slo_p99_ms} must be positive.")
+    if replicas is None:
+        if slo_p99_ms < curve.unloaded_p99_ms:
+            raise ConfigError(
+                f"a p99 of {slo_p99_ms} ms is below what one replica achieves unloaded "
+                f"({curve.unloaded_p99_ms} ms p99 at one client): relax the SLO, or make each request cheaper "
+                "(INT8, pruning, a GPU engine)."
+            )
+        replicas = max(1, math.ceil(rate_rps / curve.peak_rps))
+        while p99_ms(curve, rate_rps / replicas) > slo_p99_ms:
+            replicas += 1
+    per = rate_rps / replicas
+    lo, hi = 0.0, curve.peak_rps  # the most one replica takes within the SLO (bisection)
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if p99_ms(curve, mid) <= slo_p99_ms else (lo, mid)
+    return Plan(round(rate_rps, 1), slo_p99_ms, replicas, round(per, 1), round(curve.peak_rps, 1), round(lo, 1),
+                round(p99_ms(curve, per), 1), round(per / curve.peak_rps, 3))  # fmt: skip
+
+
+def check(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Predicted (from the N=1 curve) vs measured open-loop p99 for each replica count of a replicas report."""
+    base = Curve.from_runs(report["counts"]["1"]["closed_loop"])
+    rows = []
+    for n, entry in sorted(report["counts"].items(), key=lambda kv: int(kv[0])):
+        measured = entry["open_loop"]
+        predicted = plan(base, measured["rate_rps"], slo_p99_ms=1e9, replicas=int(n))
+        rows.append(
+            {
+                "replicas": int(n),
+                "rate_rps": measured["rate_rps"],
+                "measured_p99_ms": measured["p99_ms"],
+                "predicted_p99_ms": predicted.p99_ms,
+                "measured_peak_rps": entry["peak_rps"],
+                "predicted_peak_rps": round(int(n) * base.peak_rps, 1),
+            }
+        )
+    return rows
+
+
+def open_loop(url: str, texts: Sequence[str], rate_rps: float, seconds: float, seed: int = 13) -> dict[str, Any]:
+    """Poisson arrivals at ``rate_rps`` for ``seconds`` (one sentence per request), asyncio gRPC client:
+    the load the model assumes. Every request ends as a latency or a counted failure."""
+    from ner_triton.client import AsyncNerClient
+
+    async def go() -> dict[str, Any]:
+        rng = random.Random(seed)
+        latencies: list[float] = []
+        failures: list[str] = []
+        async with AsyncNerClient(url, timeout_s=30) as client:
+            await client.extract([texts[0]])  # connect before the clock starts
+
+            async def one(text: str) -> None:
+                t0 = time.perf_counter()
+                try:
+                    await client.extract([text])
+                    latencies.append(time.perf_counter() - t0)
+                except NerTritonError as exc:
+                    failures.append(str(exc))
+
+            tasks = []
+            start = time.perf_counter()
+            next_at = start
+            while next_at - start < seconds:
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                tasks.append(asyncio.create_task(one(rng.choice(texts))))
+                next_at += rng.expovariate(rate_rps)
+            await asyncio.gather(*tasks)
+            elapsed = time.perf_counter() - start
+        ms = np.array(latencies) * 1000 if latencies else np.array([math.nan])
+        return {
+            "requests": len(tasks),
+            "failures": len(failures),
+            "achieved_rps": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        }
+
+    return asyncio.run(go())
+
+
+def check_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| replicas | open-loop rate | p99 measured | p99 predicted | peak measured | peak predicted |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['replicas']} | {r['rate_rps']} | {r['measured_p99_ms']} | {r['predicted_p99_ms']} | "
+            f"{r['measured_peak_rps']} | {r['predicted_peak_rps']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ner-capacity", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, help="target request rate (sentences/s)")
+    parser.add_argument("--slo-p99-ms", type=float)
+    parser.add_argument("--check", type=Path, help="a `ner-replicas measure` report: predicted vs measured")
+    parser.add_argument("--curve", type=Path, default=Path("benchmarks/results/latest.json"))
+    parser.add_argument("--peer", default="triton_int8_grpc", help="peer of a bench report to plan for")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    args = parser.parse_args(argv)
+    if args.check:
+        rows = check(json.loads(args.check.read_text(encoding="utf-8")))
+        print(json.dumps(rows, indent=2) if args.json else check_table(rows))
+        return 0
+    if args.rate is None or args.slo_p99_ms is None:
+        parser.error("--rate and --slo-p99-ms are required (or --check REPORT)")
+    try:
+        curve = Curve.load(args.curve, args.peer)
+        best = plan(curve, args.rate, args.slo_p99_ms)
+    except NerTritonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(best.as_dict(), indent=2))
+        return 0
+    print(f"one replica ({args.curve}): peak {curve.peak_rps:.1f} sent/s, unloaded p99 {curve.unloaded_p99_ms} ms")
+    print(f"per replica: at most {best.max_rps_per_replica} sent/s under p99 {args.slo_p99_ms:g} ms (Poisson arrivals)")
+    print(f"-> {best.replicas} replicas for {args.rate:g} sent/s\n")
+    print("| replicas | sent/s each | utilization | predicted p99 ms | meets SLO |\n|---|---|---|---|---|")
+    for n in range(max(1, best.replicas - 1), best.replicas + 3):
+        p = plan(curve, args.rate, args.slo_p99_ms, replicas=n)
+        ok = "yes" if p.p99_ms <= args.slo_p99_ms else "no"
+        print(f"| {n} | {p.per_replica_rps} | {p.utilization:.0%} | {p.p99_ms} | {ok} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Build TensorRT engines from the ONNX models (explicit quantization, strongly typed networks).
+
+The INT8 engine is built from the symmetric QDQ model (``model_int8_trt.onnx``): the
+QuantizeLinear/DequantizeLinear pairs in the graph decide what runs in INT8, so no calibrator and no
+INT8/FP16 builder flags are used (both are deprecated and removed in TensorRT 11). The FP16
+comparison engine is built from the FP32 graph converted to FP16 (:mod:`ner_triton.gpu.fp16`).
+Each engine has one optimization profile per sequence-length bucket and a manifest beside it.
+
+``ner-engine`` writes a complete GPU model repository (``--backend tensorrt`` layout: the
+``ner`` ensemble over ``ner_bert_trt``) with the INT8 engine as ``ner_bert_trt/1/model.plan``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ner_triton.errors import EngineError
+from ner_triton.gpu.manifest import MANIFEST_FILE, PLAN_FILE, EngineManifest, sha256_file
+from ner_triton.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "install the GPU extra on a machine with an NVIDIA GPU and driver: pip install '.[gpu]' "
+    "(or run `docker compose run engine`, whose image has TensorRT)"
+)
+
+
+def import_tensorrt() -> Any:
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise EngineError(f"TensorRT is not installed ({exc}): {INSTALL_HINT}.") from exc
+    return trt
+
+
+def gpu_identity() -> tuple[str, str]:
+    """(name, compute capability "major.minor") of CUDA device 0, through pycuda."""
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:
+        raise EngineError(f"pycuda is not installed ({exc}): {INSTALL_HINT}.") from exc
+    try:
+        cuda.init()
+        device = cuda.Device(0)
+    except cuda.Error as exc:
+        raise EngineError(f"no usable CUDA device ({exc}): check `nvidia-smi` and the driver.") from exc
+    major, minor = device.compute_capability()
+    return device.name(), f"{major}.{minor}"
+
+
+def build_engine(
+    onnx_path: Path, output_dir: Path, precision: str, settings: EngineSettings | None = None
+) -> EngineManifest:
+    """Build ``output_dir/model.plan`` from ``onnx_path`` and write its manifest; returns the manifest."""
+    settings = settings or EngineSettings()
+    trt = import_tensorrt()
+    if not onnx_path.is_file():
+        raise EngineError(f"{onnx_path} is missing; run `make build` first (it writes the ONNX models).")
+    gpu_name, capability = gpu_identity()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)  # always on in TensorRT 11
+    network = builder.create_network(0 if flag is None else 1 << int(flag))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    inputs = [network.get_input(i).name for i in range(network.num_inputs)]
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
+    config.builder_optimization_level = settings.optimization_level
+    profiles = settings.profiles()
+    for shapes in profiles:
+        profile = builder.create_optimization_profile()
+        for name in inputs:
+            profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
+        config.add_optimization_profile(profile)
+    log.info(
+        "building %s engine from %s: %d profiles, batch <= %d",
+        precision,
+        onnx_path.name,
+        len(profiles),
+        settings.max_batch_size,
+    )
+    t0 = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineError(f"TensorRT failed to build an engine from {onnx_path}; its log above says why.")
+    seconds = time.perf_counter() - t0
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / PLAN_FILE).write_bytes(bytes(serialized))
+    manifest = EngineManifest(
+        precision=precision,
+        tensorrt_version=trt.__version__,
+        gpu_name=gpu_name,
+        compute_capability=capability,
+        onnx_file=onnx_path.name,
+        onnx_sha256=sha256_file(onnx_path),
+        max_batch_size=settings.max_batch_size,
+        buckets=settings.buckets,
+        profiles=profiles,
+        inputs=inputs,
+        build_seconds=round(seconds, 1),
+    )
+    manifest.write(output_dir / MANIFEST_FILE)
+    log.info(
+        "%s engine: %s (%.1f MB, %.0f s)",
+        precision,
+        output_dir / PLAN_FILE,
+        (output_dir / PLAN_FILE).stat().st_size / 1e6,
+        seconds,
+    )
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ner-engine``: the GPU model repository (configs, tokenizer, labels, INT8 engine) from a build."""
+    import argparse
+
+    from ner_triton.errors import NerTritonError
+    from ner_triton.logs import setup_logging
+    from ner_triton.repository.writer import export_gpu_repository
+
+    parser = argparse.ArgumentParser(prog="ner-engine", description=main.__doc__)
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="output of `make build`")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository_gpu"))
+    parser.add_argument("--buckets", default=",".join(map(str, EngineSettings().buckets)))
+    parser.add_argument("--max-batch-size", type=int, default=EngineSettings().max_batch_size)
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        settings = EngineSettings(
+            buckets=tuple(int(b) for b in args.buckets.split(",")), max_batch_size=args.max_batch_size
+        )
+        export_gpu_repository(args.artifacts, args.repository, settings, build_engine)
+    except (NerTritonError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"GPU model repository written: {args.repository}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""TensorRT engines on a real GPU: build from the tiny model's ONNX, run with the pycuda runner, compare
+with ONNX Runtime. Skipped, with the reason, where TensorRT, pycuda or a CUDA device is missing
+(`scripts/gpu_check.sh` is the full acceptance run on the default model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.gpu, pytest.mark.slow]
+
+
+def _gpu_or_skip() -> None:
+    for module in ("tensorrt", "pycuda.driver"):
+        try:
+            __import__(module)
+        except ImportError:
+            pytest.skip(f"{module} is not installed: GPU tests need an NVIDIA GPU and `pip install '.[gpu]'`")
+    import pycuda.driver as cuda
+
+    try:
+        cuda.init()
+        if cuda.Device.count() == 0:
+            pytest.skip("no CUDA device: GPU tests need an NVIDIA GPU")
+    except cuda.Error as exc:
+        pytest.skip(f"CUDA is not usable here ({exc})")
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_engine_matches_onnx_runtime(tiny_build, tmp_path: Path, precision: str) -> None:  # type: ignore[no-untyped-def]
+    _gpu_or_skip()
+    import onnxruntime as ort
+
+    from ner_triton.gpu.engine import build_engine
+    from ner_triton.gpu.fp16 import convert_to_fp16
+    from ner_triton.gpu.manifest import PLAN_FILE, EngineManifest
+    from ner_triton.gpu.runner import TrtRunner
+    from ner_triton.settings import EngineSettings
+
+    onnx_dir = tiny_build.artifacts / "onnx"
+    source = onnx_dir / "model_int8_trt.onnx"
+    if precision == "fp16":
+        source = convert_to_fp16(onnx_dir / "model_fp32.onnx", tmp_path / "model_fp16.onnx")
+    settings = EngineSettings(buckets=(16, 32), max_batch_size=8, opt_batch_size=4, workspace_mib=512)
+    manifest = build_engine(source, tmp_path / precision, precision, settings)
+    assert isinstance(manifest, EngineManifest) and manifest.buckets == (16, 32)
+    runner = TrtRunner(tmp_path / precision / PLAN_FILE)
+    rng = np.random.default_rng(0)
+    feed = {"input_ids": rng.integers(1000, 5000, (11, 20)), "attention_mask": np.ones((11, 20), np.int64)}
+    feed["casing_ids"] = np.zeros((11, 20), np.int64)
+    got = runner(feed)  # 11 rows > max batch 8: split in two executions; length 20 -> bucket 32
+    want = ort.InferenceSession(str(source)).run(None, feed)[0]
+    assert got.shape == want.shape
+    assert (got.argmax(-1) == want.argmax(-1)).mean() > 0.95
+    assert runner.throughput(16, 4, seconds=0.2)["sequences_per_s"] > 0

@@ -1,0 +1,191 @@
+"""The GPU path's parts that need neither a GPU nor TensorRT: the tensorrt layout of the model
+repository, bucket padding, optimization profiles, engine manifests and the FP16 graph."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ner_triton.errors import ConfigError, EngineError
+from ner_triton.gpu.manifest import MANIFEST_FILE, EngineManifest, check_compatible
+from ner_triton.repository.model_configs import (
+    TRT_VARIANT,
+    RepositorySettings,
+    all_configs,
+    parse_pbtxt,
+    to_pbtxt,
+)
+from ner_triton.repository.model_configs import mc as model_config
+from ner_triton.repository.writer import expected_files, export_gpu_repository
+from ner_triton.schema import ENSEMBLE, INPUT_IDS, PREPROCESS
+from ner_triton.serving.steps import Limits, Preprocessor
+from ner_triton.settings import EngineSettings
+
+
+def gpu_models() -> dict[str, model_config.ModelConfig]:
+    return {c.name: parse_pbtxt(to_pbtxt(c)) for c in all_configs(RepositorySettings(), "tensorrt")}
+
+
+def test_gpu_layout_serves_the_engine_under_the_default_ensemble_name() -> None:
+    models = gpu_models()
+    assert set(models) == {PREPROCESS, "ner_postprocess", "ner_bert_trt", ENSEMBLE}
+    steps = [s.model_name for s in models[ENSEMBLE].ensemble_scheduling.step]
+    assert steps == [PREPROCESS, "ner_bert_trt", "ner_postprocess"]
+
+
+def test_trt_step_is_a_batched_gpu_plan_with_one_profile_per_bucket() -> None:
+    engine = EngineSettings()
+    trt = gpu_models()["ner_bert_trt"]
+    assert trt.platform == "tensorrt_plan" and trt.default_model_filename == "model.plan"
+    assert trt.max_batch_size == engine.max_batch_size
+    (group,) = trt.instance_group
+    assert group.kind == model_config.ModelInstanceGroup.KIND_GPU
+    assert list(group.profile) == [str(i) for i in range(len(engine.buckets))]
+    assert not any(t.allow_ragged_batch for t in trt.input)  # TensorRT needs equal shapes in a batch
+    assert trt.dynamic_batching.default_queue_policy.max_queue_size > 0
+    assert [list(w.inputs[INPUT_IDS].dims) for w in trt.model_warmup] == [[b] for b in engine.buckets]
+
+
+def test_gpu_tokenizer_pads_to_the_engine_buckets() -> None:
+    params = {k: v.string_value for k, v in gpu_models()[PREPROCESS].parameters.items()}
+    assert Limits.from_parameters(params).buckets == EngineSettings().buckets
+    cpu = {c.name: c for c in all_configs(RepositorySettings())}[PREPROCESS]
+    assert "buckets" not in cpu.parameters  # the CPU layout pads to the longest window only
+
+
+def test_limits_buckets_round_trip_and_validate() -> None:
+    limits = Limits(buckets=(16, 32, 64, 128))
+    assert Limits.from_parameters(limits.to_parameters()) == limits
+    assert [limits.padded_length(n) for n in (1, 16, 17, 100, 128)] == [16, 16, 32, 128, 128]
+    assert Limits().padded_length(7) == 7
+    with pytest.raises(ValueError, match="ascend and end at >= max_length"):
+        Limits(buckets=(16, 64))
+    with pytest.raises(ValueError, match="ascend"):
+        Limits(buckets=(32, 16, 128))
+
+
+def test_preprocessor_pads_each_request_to_its_bucket(tiny_model_dir: Path) -> None:
+    step = Preprocessor(tiny_model_dir, Limits(buckets=(16, 32, 64, 128)))
+    short = step(np.array([b"Maria Lindqvist flew to Oslo."], dtype=object))
+    assert short[INPUT_IDS].shape == (1, 16)
+    long = step(np.array([" ".join(["word"] * 20).encode(), b"Hi"], dtype=object))
+    assert long[INPUT_IDS].shape == (2, 32)
+
+
+def test_engine_profiles_cover_every_length_once() -> None:
+    e = EngineSettings(buckets=(16, 32, 64, 128), max_batch_size=128, opt_batch_size=32)
+    profiles = e.profiles()
+    assert [p["min"][1] for p in profiles] == [1, 17, 33, 65]
+    assert [p["max"] for p in profiles] == [[128, 16], [128, 32], [128, 64], [128, 128]]
+    assert all(p["opt"][0] == 32 for p in profiles)
+    assert [e.bucket_for(n) for n in (1, 16, 17, 128)] == [0, 0, 1, 3]
+    with pytest.raises(ConfigError, match="exceeds the largest bucket 128"):
+        e.bucket_for(129)
+    with pytest.raises(ConfigError, match="distinct ascending"):
+        EngineSettings(buckets=(32, 16))
+
+
+def manifest(**kw: object) -> EngineManifest:
+    base = dict(
+        precision="int8",
+        tensorrt_version="10.5.0",
+        gpu_name="NVIDIA H200",
+        compute_capability="9.0",
+        onnx_file="model_int8_trt.onnx",
+        onnx_sha256="0" * 64,
+        max_batch_size=128,
+        buckets=(16, 32, 64, 128),
+        profiles=EngineSettings().profiles(),
+        inputs=["input_ids", "attention_mask", "casing_ids"],
+    )
+    base.update(kw)
+    return EngineManifest(**base)  # type: ignore[arg-type]
+
+
+def test_manifest_round_trips(tmp_path: Path) -> None:
+    m = manifest()
+    assert EngineManifest.read(m.write(tmp_path / MANIFEST_FILE)) == m
+
+
+def test_engine_from_another_tensorrt_or_gpu_generation_is_refused_with_the_fix() -> None:
+    with pytest.raises(EngineError, match=r"TensorRT 10\.5\.0 built it, this is TensorRT 10\.7\.0.*rebuild it"):
+        check_compatible(manifest(), "10.7.0", "NVIDIA H200", "9.0")
+    with pytest.raises(EngineError, match=r"compute capability 9\.0 \(NVIDIA H200\), this GPU is 8\.0 \(NVIDIA A100"):
+        check_compatible(manifest(), "10.5.0", "NVIDIA A100-SXM4-80GB", "8.0")
+
+
+def test_same_generation_other_gpu_runs_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        check_compatible(manifest(), "10.5.0", "NVIDIA H100 80GB HBM3", "9.0")
+    assert "built on NVIDIA H200" in caplog.text
+
+
+def test_missing_or_broken_manifest_says_how_to_rebuild(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match=r"missing.*ner-engine"):
+        EngineManifest.read(tmp_path / MANIFEST_FILE)
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps({"precision": "int8"}))
+    with pytest.raises(EngineError, match="not an engine manifest"):
+        EngineManifest.read(tmp_path / MANIFEST_FILE)
+
+
+def test_without_tensorrt_the_builder_says_how_to_install_it(tmp_path: Path) -> None:
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here: the missing-TensorRT message cannot be shown")
+    except ImportError:
+        pass
+    from ner_triton.gpu.engine import build_engine
+
+    with pytest.raises(EngineError, match=r"TensorRT is not installed.*pip install '\.\[gpu\]'"):
+        build_engine(tmp_path / "model.onnx", tmp_path / "out", "int8")
+
+
+@pytest.mark.slow
+def test_fp16_graph_matches_fp32(tiny_build, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import onnx
+    import onnxruntime as ort
+
+    from ner_triton.gpu.fp16 import convert_to_fp16
+
+    fp32 = tiny_build.artifacts / "onnx" / "model_fp32.onnx"
+    half = convert_to_fp16(fp32, tmp_path / "model_fp16.onnx")
+    model = onnx.load(str(half))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    assert [i.type.tensor_type.elem_type for i in model.graph.output] == [onnx.TensorProto.FLOAT]
+    rng = np.random.default_rng(0)
+    feed = {"input_ids": rng.integers(1000, 5000, (3, 12)), "attention_mask": np.ones((3, 12), np.int64)}
+    feed["casing_ids"] = np.zeros((3, 12), np.int64)
+    a = ort.InferenceSession(str(fp32)).run(None, feed)[0]
+    b = ort.InferenceSession(str(half)).run(None, feed)[0]
+    assert np.abs(a - b).max() < 2e-2 and (a.argmax(-1) == b.argmax(-1)).mean() > 0.95
+
+
+@pytest.mark.slow
+def test_gpu_repository_is_replaced_only_by_a_finished_engine(tiny_build, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The engine is built into a staging directory: a failed build leaves the served engine alone."""
+
+    def build_ok(onnx: Path, out: Path, precision: str, settings: EngineSettings) -> None:
+        out.mkdir(parents=True)
+        (out / "model.plan").write_bytes(onnx.read_bytes()[:64])  # stands in for TensorRT's output
+
+    def build_fails(onnx: Path, out: Path, precision: str, settings: EngineSettings) -> None:
+        out.mkdir(parents=True)
+        (out / "model.plan").write_bytes(b"partial")
+        raise EngineError("TensorRT failed to build an engine")
+
+    repo = tmp_path / "gpu"
+    export_gpu_repository(tiny_build.artifacts, repo, EngineSettings(), build_ok)
+    plan = repo / f"ner_bert_{TRT_VARIANT}" / "1" / "model.plan"
+    served = plan.read_bytes()
+    expected = expected_files(replace(RepositorySettings(), engine=EngineSettings()), "tensorrt")
+    assert all((repo / rel).is_file() for rel in expected if not rel.endswith(".gitkeep"))
+    assert (repo / PREPROCESS / "1" / "tokenizer" / "tokenizer.json").is_file()
+    with pytest.raises(EngineError):
+        export_gpu_repository(tiny_build.artifacts, repo, EngineSettings(), build_fails)
+    assert plan.read_bytes() == served
