@@ -3,17 +3,18 @@
 # CoNLL-2003 test next to ONNX Runtime, times every bucket x batch, and - when TRITON_URL is set - compares
 # Triton serving of the engine with the raw engine. Writes ${OUTPUT:-artifacts/gpu}/gpu_check.json.
 #
-#   make build && scripts/gpu_check.sh                            # host with TensorRT + pycuda
-#   docker compose --profile gpu run --rm engine scripts/gpu_check.sh   # or inside the engine image
-#   TRITON_URL=127.0.0.1:8001 scripts/gpu_check.sh               # also measure the running server
+#   make build && scripts/gpu_check.sh                  # on the GPU host, after the CPU build
+#   TRITON_URL=127.0.0.1:8001 scripts/gpu_check.sh     # also measure a server serving the GPU repository
+# TensorRT is pinned to the release of the serving image (TRITON_TAG 24.10 = TensorRT 10.5): an engine only
+# runs on the TensorRT that built it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 command -v nvidia-smi >/dev/null || { echo "error: nvidia-smi not found: this check needs an NVIDIA GPU and driver" >&2; exit 2; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 if ! "$PY" -c "import tensorrt, pycuda" 2>/dev/null; then
-  echo "installing the gpu extra (tensorrt, pycuda) into $PY's environment" >&2
-  "$PY" -m pip install -q '.[gpu]'
+  echo "installing tensorrt and pycuda into $PY's environment" >&2
+  "$PY" -m pip install -q 'tensorrt==10.5.*' 'pycuda>=2024.1'
 fi
 ARTIFACTS=${ARTIFACTS:-artifacts}
 test -f "$ARTIFACTS/onnx/model_int8_trt.onnx" || { echo "error: $ARTIFACTS/onnx/model_int8_trt.onnx missing: run make build" >&2; exit 2; }

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ner_triton.errors import ModelLoadError
 from ner_triton.labels import LabelMap
 from ner_triton.schema import ATTENTION_MASK, CASING_IDS, IGNORE_INDEX, INPUT_IDS
 
@@ -173,3 +174,19 @@ def encode_windows(tokenizer: Any, text: str, max_length: int, stride: int) -> l
         owned = [False, *[lo <= p < hi for p in range(a, b)], False]
         windows.append(Window(encoding, owned))
     return windows
+
+
+def load_tokenizer(model: str) -> Any:
+    """The fast tokenizer of ``model``; a clear error when there is none."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model, use_fast=True)
+    except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
+        raise ModelLoadError(
+            f"cannot load a tokenizer from MODEL={model!r}: {exc}. Set MODEL to a local directory "
+            "with tokenizer files or a hub id (needs network)."
+        ) from exc
+    if not tok.is_fast:
+        raise ModelLoadError(f"MODEL={model!r} has no fast tokenizer (tokenizer.json); offsets need one.")
+    return tok

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ner_triton.alignment import NUM_CASING
+from ner_triton.alignment import NUM_CASING, load_tokenizer  # noqa: F401  (re-exported)
 from ner_triton.errors import ModelLoadError
 from ner_triton.labels import LabelMap
 from ner_triton.schema import CASING_WEIGHTS_FILE, LABELS_FILE, NER_META_FILE
@@ -43,22 +43,6 @@ def resolve_model(model: str | None) -> str:
     if not model or model == "default":
         return str(default_model_path())
     return model
-
-
-def load_tokenizer(model: str) -> Any:
-    """The fast tokenizer of ``model``; a clear error when there is none."""
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(model, use_fast=True)
-    except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
-        raise ModelLoadError(
-            f"cannot load a tokenizer from MODEL={model!r}: {exc}. Set MODEL to a local directory "
-            "with tokenizer files or a hub id (needs network)."
-        ) from exc
-    if not tok.is_fast:
-        raise ModelLoadError(f"MODEL={model!r} has no fast tokenizer (tokenizer.json); offsets need one.")
-    return tok
 
 
 class NerModel(nn.Module):

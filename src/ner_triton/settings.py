@@ -84,20 +84,20 @@ class EngineSettings:
         _positive(self, "max_batch_size", "opt_batch_size", "workspace_mib")
         if not self.buckets or list(self.buckets) != sorted(set(self.buckets)) or self.buckets[0] <= 2:
             raise ConfigError(f"buckets={self.buckets} must be distinct ascending lengths > 2, e.g. 16,32,64,128.")
-        if self.opt_batch_size > self.max_batch_size:
-            raise ConfigError(f"opt_batch_size={self.opt_batch_size} must be <= max_batch_size={self.max_batch_size}.")
         if not 0 <= self.optimization_level <= 5:
             raise ConfigError(f"optimization_level={self.optimization_level} must be in 0..5 (TensorRT's range).")
 
     def profiles(self) -> list[dict[str, Any]]:
-        """Per bucket: the [batch, sequence] shapes (min, opt, max) its optimization profile accepts."""
+        """Per bucket: the [batch, sequence] shapes (min, opt, max) its optimization profile accepts
+        (the opt batch is ``opt_batch_size``, or ``max_batch_size`` when that is smaller)."""
         out, low = [], 1
+        opt = min(self.opt_batch_size, self.max_batch_size)
         for bucket in self.buckets:
             out.append(
                 {
                     "bucket": bucket,
                     "min": [1, low],
-                    "opt": [self.opt_batch_size, bucket],
+                    "opt": [opt, bucket],
                     "max": [self.max_batch_size, bucket],
                 }
             )

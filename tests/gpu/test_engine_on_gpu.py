@@ -12,7 +12,9 @@ import pytest
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
 
-def _gpu_or_skip() -> None:
+@pytest.fixture(scope="module")
+def gpu() -> None:
+    """Skips before the tiny build is made when there is no GPU to use it on."""
     for module in ("tensorrt", "pycuda.driver"):
         try:
             __import__(module)
@@ -28,9 +30,10 @@ def _gpu_or_skip() -> None:
         pytest.skip(f"CUDA is not usable here ({exc})")
 
 
-@pytest.mark.parametrize("precision", ["int8", "fp16"])
-def test_engine_matches_onnx_runtime(tiny_build, tmp_path: Path, precision: str) -> None:  # type: ignore[no-untyped-def]
-    _gpu_or_skip()
+@pytest.mark.parametrize(("precision", "agreement"), [("int8", 0.8), ("fp16", 0.95)])
+def test_engine_matches_onnx_runtime(gpu, tiny_build, tmp_path: Path, precision: str, agreement: float) -> None:  # type: ignore[no-untyped-def]
+    """Same argmax as ONNX Runtime on the same graph for most tokens (INT8 kernels round differently, and the
+    tiny random model's logits are close together, so INT8 is held to less)."""
     import onnxruntime as ort
 
     from ner_triton.gpu.engine import build_engine
@@ -53,5 +56,5 @@ def test_engine_matches_onnx_runtime(tiny_build, tmp_path: Path, precision: str)
     got = runner(feed)  # 11 rows > max batch 8: split in two executions; length 20 -> bucket 32
     want = ort.InferenceSession(str(source)).run(None, feed)[0]
     assert got.shape == want.shape
-    assert (got.argmax(-1) == want.argmax(-1)).mean() > 0.95
+    assert (got.argmax(-1) == want.argmax(-1)).mean() > agreement
     assert runner.throughput(16, 4, seconds=0.2)["sequences_per_s"] > 0

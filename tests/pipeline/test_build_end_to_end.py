@@ -69,7 +69,8 @@ def test_static_int8_is_qdq_with_float_classifier_and_layernorm(built: Path) -> 
 
 
 def test_tensorrt_int8_form_is_symmetric_with_float_gelu_matmuls(built: Path) -> None:
-    """TensorRT accepts only int8 with zero point 0; the GELU-fed MatMuls and the embedding Gather stay float."""
+    """TensorRT accepts only int8 with zero point 0; the GELU-fed MatMuls and the embedding Gather stay float
+    (FP16, like every float part, so the engine runs INT8 GEMMs and FP16 elsewhere)."""
     from onnx import numpy_helper
 
     from ner_triton.pipeline.quantize import gelu_output_matmuls
@@ -84,6 +85,7 @@ def test_tensorrt_int8_form_is_symmetric_with_float_gelu_matmuls(built: Path) ->
     for node in quantizers:
         zero_point = inits[node.input[2]]
         assert zero_point.dtype.name == "int8" and not zero_point.any(), node.name
+        assert inits[node.input[1]].dtype.name == "float16", "float parts (and Q/DQ scales) are FP16"
     produced_by = {o: n for n in model.graph.node for o in n.output}
     for node in model.graph.node:
         if node.name in gelu_fed or node.op_type == "Gather":
@@ -170,3 +172,21 @@ def test_smoothquant_keeps_the_float_function_and_quantizes(built: Path, tmp_pat
     calibration = load_split(str(conll_dir), "train")[:16]
     out = quantize_static_qdq(fp32, tmp_path, tokenizer, calibration, 9, 32, smooth_alpha=0.5)
     assert out.is_file() and not (tmp_path / f"smoothed_{out.name}").exists()
+
+
+def test_repeated_builds_roll_versions_and_keep_the_committed_files(tiny_build, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Each build with unchanged configs becomes the next version; the two newest stay. Version 1 keeps its
+    committed model.py (only its weights go), and the repository stays servable."""
+    import shutil
+
+    from ner_triton.repository.writer import export_repository, versions
+    from ner_triton.serving.server import check_repository
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_build.repository, repo)
+    for _ in range(3):
+        export_repository(tiny_build.artifacts, repo)
+    step = repo / "ner_bert_int8"
+    assert versions(step) == [3, 4]
+    assert (step / "1" / "model.py").is_file() and not (step / "1" / "model.onnx").exists()
+    assert "ner_bert_int8" in check_repository(repo)

@@ -53,8 +53,11 @@ def test_plan_takes_the_fewest_replicas_that_meet_the_slo() -> None:
 
 
 def test_impossible_slo_names_the_fix() -> None:
-    with pytest.raises(ConfigError, match="below what one replica achieves unloaded"):
+    with pytest.raises(ConfigError, match="not above what the model gives one replica at vanishing load"):
         plan(CURVE, rate_rps=10, slo_p99_ms=10)  # the curve's one-client p99 is 15 ms
+    # Above the measured 15 ms but below the model's floor ln(100)/X(1) = 46 ms: refused, not a search forever.
+    with pytest.raises(ConfigError, match=r"\(46\.1 ms; measured at one client: 15\.0 ms p99\)"):
+        plan(CURVE, rate_rps=10, slo_p99_ms=30)
     with pytest.raises(ConfigError, match="must be positive"):
         plan(CURVE, rate_rps=0, slo_p99_ms=100)
 

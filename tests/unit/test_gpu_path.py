@@ -77,6 +77,26 @@ def test_preprocessor_pads_each_request_to_its_bucket(tiny_model_dir: Path) -> N
     assert long[INPUT_IDS].shape == (2, 32)
 
 
+def test_small_engines_take_their_max_batch_as_opt() -> None:
+    assert [p["opt"] for p in EngineSettings(buckets=(16, 32), max_batch_size=8).profiles()] == [[8, 16], [8, 32]]
+
+
+def test_gpu_layout_refuses_requests_the_engine_cannot_batch() -> None:
+    s = replace(RepositorySettings(), engine=EngineSettings(max_batch_size=32))
+    with pytest.raises(ConfigError, match="at most 32: build the engine with max_batch_size >= 64"):
+        all_configs(s, "tensorrt")
+
+
+def test_layout_commands_write_their_own_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ner_triton.repository.writer import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--backend", "tensorrt"]) == 0 and main(["--backend", "onnxruntime"]) == 0
+    assert (tmp_path / "model_repository_gpu" / "ner_bert_trt" / "config.pbtxt").is_file()
+    assert (tmp_path / "model_repository_ngc" / "ner_bert_int8" / "config.pbtxt").is_file()
+    assert not (tmp_path / "model_repository").exists()
+
+
 def test_engine_profiles_cover_every_length_once() -> None:
     e = EngineSettings(buckets=(16, 32, 64, 128), max_batch_size=128, opt_batch_size=32)
     profiles = e.profiles()
@@ -189,3 +209,46 @@ def test_gpu_repository_is_replaced_only_by_a_finished_engine(tiny_build, tmp_pa
     with pytest.raises(EngineError):
         export_gpu_repository(tiny_build.artifacts, repo, EngineSettings(), build_fails)
     assert plan.read_bytes() == served
+
+
+@pytest.mark.slow
+def test_engine_graph_clamps_every_id_to_its_table(tiny_build) -> None:  # type: ignore[no-untyped-def]
+    """TensorRT does not bounds-check Gather: the engine's graph clamps ids; valid ids give the same logits."""
+    import onnx
+    import onnxruntime as ort
+
+    from ner_triton.gpu.engine import clamp_id_inputs
+
+    path = tiny_build.artifacts / "onnx" / "model_int8_trt.onnx"
+    clamped = ort.InferenceSession(clamp_id_inputs(onnx.load(str(path))).SerializeToString())
+    plain = ort.InferenceSession(str(path))
+    rng = np.random.default_rng(0)
+    feed = {"input_ids": rng.integers(1000, 5000, (2, 9)), "attention_mask": np.ones((2, 9), np.int64)}
+    feed["casing_ids"] = np.ones((2, 9), np.int64)
+    assert np.array_equal(clamped.run(None, feed)[0], plain.run(None, feed)[0])
+    bad = {k: v.copy() for k, v in feed.items()}
+    bad["input_ids"][0, 3], bad["casing_ids"][1, 1], bad["attention_mask"][0, 0] = 10**12, -5, 7
+    with pytest.raises(Exception, match=r"out of bounds|indices"):
+        plain.run(None, bad)
+    assert np.isfinite(clamped.run(None, bad)[0]).all()
+
+
+@pytest.mark.slow
+def test_gpu_export_is_refused_when_the_tensorrt_form_failed_the_gate(tiny_build, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from ner_triton.errors import QualityGateError
+
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(tiny_build.artifacts, artifacts)
+    report = json.loads((artifacts / "report.json").read_text())
+    report["gate"]["max_f1_drop_points"] = 1.0
+    report["variants"]["onnx_int8_trt"]["delta_f1_points"] = -1.5
+    (artifacts / "report.json").write_text(json.dumps(report))
+
+    def never(*_: object) -> None:
+        raise AssertionError("no engine is built for a model that failed its gate")
+
+    with pytest.raises(QualityGateError, match=r"onnx_int8_trt lost 1\.50 F1 points \(gate 1\.0\)"):
+        export_gpu_repository(artifacts, tmp_path / "gpu", EngineSettings(), never)
+    assert not (tmp_path / "gpu").exists()

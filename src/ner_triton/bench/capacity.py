@@ -122,19 +122,25 @@ def p99_ms(curve: Curve, rate_per_replica: float) -> float:
     return max(curve.unloaded_p99_ms, 1000.0 * LN100 * latency_s)
 
 
+def min_p99_ms(curve: Curve) -> float:
+    """The model's p99 as the rate goes to 0: one request at a time, at the one-client throughput."""
+    return max(curve.unloaded_p99_ms, 1000.0 * LN100 / throughput_at(curve, 1))
+
+
 def plan(curve: Curve, rate_rps: float, slo_p99_ms: float, replicas: int | None = None) -> Plan:
     """The replicas ``rate_rps`` needs under ``slo_p99_ms`` (or the prediction for a given ``replicas``)."""
     if rate_rps <= 0 or slo_p99_ms <= 0:
         raise ConfigError(f"rate={rate_rps} and slo_p99_ms={slo_p99_ms} must be positive.")
     if replicas is None:
-        if slo_p99_ms < curve.unloaded_p99_ms:
+        floor = min_p99_ms(curve)
+        if slo_p99_ms <= floor:
             raise ConfigError(
-                f"a p99 of {slo_p99_ms} ms is below what one replica achieves unloaded "
-                f"({curve.unloaded_p99_ms} ms p99 at one client): relax the SLO, or make each request cheaper "
-                "(INT8, pruning, a GPU engine)."
+                f"a p99 of {slo_p99_ms} ms is not above what the model gives one replica at vanishing load "
+                f"({floor:.1f} ms; measured at one client: {curve.unloaded_p99_ms} ms p99): relax the SLO, or make "
+                "each request cheaper (INT8, pruning, a GPU engine)."
             )
         replicas = max(1, math.ceil(rate_rps / curve.peak_rps))
-        while p99_ms(curve, rate_rps / replicas) > slo_p99_ms:
+        while p99_ms(curve, rate_rps / replicas) > slo_p99_ms:  # ends: p99 falls towards the floor as N grows
             replicas += 1
     per = rate_rps / replicas
     lo, hi = 0.0, curve.peak_rps  # the most one replica takes within the SLO (bisection)
@@ -147,6 +153,8 @@ def plan(curve: Curve, rate_rps: float, slo_p99_ms: float, replicas: int | None 
 
 def check(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Predicted (from the N=1 curve) vs measured open-loop p99 for each replica count of a replicas report."""
+    if "1" not in report.get("counts", {}):
+        raise ConfigError("the replicas report has no 1-replica run to predict from: measure with --replicas 1,...")
     base = Curve.from_runs(report["counts"]["1"]["closed_loop"])
     rows = []
     for n, entry in sorted(report["counts"].items(), key=lambda kv: int(kv[0])):
@@ -194,13 +202,18 @@ def open_loop(url: str, texts: Sequence[str], rate_rps: float, seconds: float, s
                 next_at += rng.expovariate(rate_rps)
             await asyncio.gather(*tasks)
             elapsed = time.perf_counter() - start
-        ms = np.array(latencies) * 1000 if latencies else np.array([math.nan])
+        ms = np.array(latencies) * 1000
+
+        def pct(q: float) -> float | None:
+            return round(float(np.percentile(ms, q)), 1) if latencies else None
+
         return {
             "requests": len(tasks),
             "failures": len(failures),
+            "first_failure": failures[0] if failures else None,
             "achieved_rps": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(float(np.percentile(ms, 50)), 1),
-            "p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "p50_ms": pct(50),
+            "p99_ms": pct(99),
         }
 
     return asyncio.run(go())

@@ -2,7 +2,8 @@
 
 The INT8 engine is built from the symmetric QDQ model (``model_int8_trt.onnx``): the
 QuantizeLinear/DequantizeLinear pairs in the graph decide what runs in INT8, so no calibrator and no
-INT8/FP16 builder flags are used (both are deprecated and removed in TensorRT 11). The FP16
+INT8/FP16 builder flags are used (implicit-quantization calibrators are deprecated in TensorRT 10, and
+TensorRT 11 builds only strongly typed networks, where precision comes from the graph). The FP16
 comparison engine is built from the FP32 graph converted to FP16 (:mod:`ner_triton.gpu.fp16`).
 Each engine has one optimization profile per sequence-length bucket and a manifest beside it.
 
@@ -17,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import onnx
 
 from ner_triton.errors import EngineError
 from ner_triton.gpu.manifest import MANIFEST_FILE, PLAN_FILE, EngineManifest, sha256_file
@@ -53,6 +57,38 @@ def gpu_identity() -> tuple[str, str]:
     return device.name(), f"{major}.{minor}"
 
 
+def clamp_id_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Clamp every id input to the rows of the table it indexes (``attention_mask`` to 0..1).
+
+    TensorRT does not bounds-check Gather indices: an out-of-range id sent straight to ``ner_bert_trt``
+    would read outside the embedding table (wrong results, or an illegal memory access that takes the
+    instance's CUDA context down). ONNX Runtime rejects such ids and the CPU step validates them;
+    here Max/Min nodes make every id valid inside the engine. Valid inputs are unchanged.
+    """
+    from onnx import helper, numpy_helper
+
+    from ner_triton.schema import ATTENTION_MASK
+    from ner_triton.serving.steps import lookup_table_rows
+
+    names = [i.name for i in model.graph.input]
+    rows = lookup_table_rows(model, names)
+    if ATTENTION_MASK in names:
+        rows[ATTENTION_MASK] = 2
+    for name, count in rows.items():
+        lo, hi, clamped = f"{name}_min", f"{name}_max", f"{name}_clamped"
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(0, np.int64), lo),
+                numpy_helper.from_array(np.array(count - 1, np.int64), hi),
+            ]
+        )
+        for node in model.graph.node:
+            node.input[:] = [clamped if i == name else i for i in node.input]
+        model.graph.node.insert(0, helper.make_node("Max", [f"{name}_upper", lo], [clamped], name=f"{name}/clamp/Max"))
+        model.graph.node.insert(0, helper.make_node("Min", [name, hi], [f"{name}_upper"], name=f"{name}/clamp/Min"))
+    return model
+
+
 def build_engine(
     onnx_path: Path, output_dir: Path, precision: str, settings: EngineSettings | None = None
 ) -> EngineManifest:
@@ -67,7 +103,12 @@ def build_engine(
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)  # always on in TensorRT 11
     network = builder.create_network(0 if flag is None else 1 << int(flag))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    output_dir.mkdir(parents=True, exist_ok=True)
+    clamped = output_dir / f"clamped_{onnx_path.name}"
+    onnx.save(clamp_id_inputs(onnx.load(str(onnx_path))), str(clamped))
+    parsed = parser.parse_from_file(str(clamped))
+    clamped.unlink()
+    if not parsed:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineError(f"TensorRT cannot parse {onnx_path}: {errors}")
     inputs = [network.get_input(i).name for i in range(network.num_inputs)]
@@ -92,7 +133,6 @@ def build_engine(
     if serialized is None:
         raise EngineError(f"TensorRT failed to build an engine from {onnx_path}; its log above says why.")
     seconds = time.perf_counter() - t0
-    output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / PLAN_FILE).write_bytes(bytes(serialized))
     manifest = EngineManifest(
         precision=precision,

@@ -23,16 +23,18 @@ from ner_triton.modeling import NerModel, load_tokenizer
 from ner_triton.pipeline.evaluate import Predictor, evaluate, measure_latency, onnx_predictor, torch_predictor
 from ner_triton.pipeline.export import export_onnx
 from ner_triton.pipeline.finetune import TRAIN_SUMMARY, finetune, prune_and_recover, subsample
-from ner_triton.pipeline.quantize import quantize_dynamic_int8, quantize_static_qdq
+from ner_triton.pipeline.quantize import quantize_dynamic_int8, quantize_static_qdq, quantize_tensorrt_int8
 from ner_triton.pipeline.report import write_report
 from ner_triton.repository.writer import export_repository
-from ner_triton.schema import LABELS_FILE, MODEL_DIR, ONNX_DIR, ONNX_INT8_TRT, REPORT_MD
+from ner_triton.schema import LABELS_FILE, MODEL_DIR, ONNX_DIR, REPORT_MD
 from ner_triton.settings import BuildSettings
 
 log = logging.getLogger(__name__)
 
 REFERENCE_VARIANT = "onnx_fp32"
-INT8_VARIANTS = ("onnx_int8", "onnx_int8_trt", "onnx_int8_dynamic")
+# Gated here: the INT8 variants a CPU deployment serves. onnx_int8_trt is reported with them and gated
+# when the GPU repository is made from it (repository.writer.export_gpu_repository, `ner-engine`).
+INT8_VARIANTS = ("onnx_int8", "onnx_int8_dynamic")
 
 
 def _size_mb(paths: list[Path]) -> float:
@@ -70,7 +72,7 @@ def quantize_variants(settings: BuildSettings, model_dir: Path, fp32: Path, outp
             settings.quant.keep_float,
             smooth_alpha=settings.quant.smooth_alpha,
         ),
-        "onnx_int8_trt": quantize_static_qdq(
+        "onnx_int8_trt": quantize_tensorrt_int8(
             fp32,
             output_dir,
             tokenizer,
@@ -78,9 +80,7 @@ def quantize_variants(settings: BuildSettings, model_dir: Path, fp32: Path, outp
             len(labels),
             settings.quant.calibration_length,
             settings.quant.keep_float,
-            name=ONNX_INT8_TRT,
             smooth_alpha=settings.quant.smooth_alpha,
-            symmetric=True,
         ),
         "onnx_int8_dynamic": quantize_dynamic_int8(fp32, output_dir),
     }

@@ -12,9 +12,10 @@ Two variants:
   activations with zero point 0, the embedding Gather float. Symmetric int8 cannot represent the
   one-sided GELU output that feeds each FFN output projection (half the range is wasted on values
   that never occur): quantizing those 6 MatMuls cost ~7.7 F1 points on validation, so they stay
-  float (:func:`gelu_output_matmuls`; -0.2 points then). TensorRT builds its INT8 engine from this
-  file; ONNX Runtime scores it on the CPU, so every build reports what the GPU engine's
-  quantization costs before a GPU is involved.
+  float (:func:`gelu_output_matmuls`; -0.2 points then). The float parts are then converted to FP16
+  (:func:`quantize_tensorrt_int8`), so the engine runs INT8 GEMMs and FP16 elsewhere instead of FP32.
+  TensorRT builds its INT8 engine from this file; ONNX Runtime scores it on the CPU, so every build
+  reports what the GPU engine's quantization costs before a GPU is involved.
 * ``onnx_int8_dynamic`` - ONNX Runtime's dynamic quantization (weights int8 per channel,
   activations quantized on the fly).
 """
@@ -31,7 +32,7 @@ import onnx
 
 from ner_triton.alignment import encode_texts
 from ner_triton.data import Sentence
-from ner_triton.schema import ATTENTION_MASK, CASING_IDS, INPUT_IDS, ONNX_INT8, ONNX_INT8_DYNAMIC
+from ner_triton.schema import ATTENTION_MASK, CASING_IDS, INPUT_IDS, ONNX_INT8, ONNX_INT8_DYNAMIC, ONNX_INT8_TRT
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,28 @@ def quantize_static_qdq(
     )
     if source != fp32_path:
         source.unlink()
+    return out
+
+
+def quantize_tensorrt_int8(
+    fp32_path: Path,
+    output_dir: Path,
+    tokenizer: Any,
+    calibration: Sequence[Sentence],
+    num_labels: int,
+    length: int,
+    keep_float: Sequence[str] = (),
+    smooth_alpha: float | None = None,
+) -> Path:
+    """The TensorRT INT8 form: symmetric static QDQ (:func:`quantize_static_qdq`), float parts in FP16."""
+    from ner_triton.gpu.fp16 import convert_to_fp16
+
+    staged = quantize_static_qdq(
+        fp32_path, output_dir, tokenizer, calibration, num_labels, length, keep_float,
+        name=f"fp32_{ONNX_INT8_TRT}", smooth_alpha=smooth_alpha, symmetric=True,
+    )  # fmt: skip
+    out = convert_to_fp16(staged, output_dir / ONNX_INT8_TRT)
+    staged.unlink()
     return out
 
 

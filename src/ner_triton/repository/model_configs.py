@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from ner_triton.errors import ConfigError
 from ner_triton.schema import (
     ATTENTION_MASK,
     BERT_PREFIX,
@@ -93,6 +94,12 @@ def layout_settings(s: RepositorySettings, backend: str) -> RepositorySettings:
         raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
     if backend != "tensorrt":
         return s
+    if s.limits.max_windows > s.engine.max_batch_size:
+        raise ConfigError(
+            f"a request may hold {s.limits.max_windows} windows but the engine takes batches of at most "
+            f"{s.engine.max_batch_size}: build the engine with max_batch_size >= {s.limits.max_windows} or lower "
+            "Limits.max_windows."
+        )
     return replace(s, variants=(TRT_VARIANT,), limits=replace(s.limits, buckets=s.engine.buckets))
 
 

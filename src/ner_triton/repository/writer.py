@@ -41,6 +41,12 @@ from ner_triton.schema import (
 log = logging.getLogger(__name__)
 
 DEFAULT_REPOSITORY = Path("model_repository")
+# Each layout has its own directory, so writing the NGC or GPU layout never touches the committed one.
+LAYOUT_DIRECTORIES = {
+    "python": DEFAULT_REPOSITORY,
+    "onnxruntime": Path("model_repository_ngc"),
+    "tensorrt": Path("model_repository_gpu"),
+}
 ONNX_FILES = {"int8": ONNX_INT8, "fp32": ONNX_FP32, "int8_dynamic": ONNX_INT8_DYNAMIC}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
@@ -102,6 +108,17 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
 
 
+def retire_version(version_dir: Path) -> None:
+    """Remove an old version. Version 1 holds the committed ``model.py``: only its weights and bytecode go,
+    so the checkout stays clean (Triton serves the latest version that has weights)."""
+    if version_dir.name != "1":
+        shutil.rmtree(version_dir)
+        return
+    for name in ("model.onnx", "model.plan"):
+        (version_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(version_dir / "__pycache__", ignore_errors=True)
+
+
 def install_new_version(settings: RepositorySettings, artifacts: Path, repository: Path, keep: int = 2) -> int:
     """Add a build's ONNX models as the next version of every BERT step, each made visible by one atomic
     rename, so a server polling the repository loads it and retires the old one while serving.
@@ -129,7 +146,7 @@ def install_new_version(settings: RepositorySettings, artifacts: Path, repositor
         compileall.compile_dir(str(staging), quiet=1)  # the stub finds bytecode: nothing changes after the rename
         os.replace(staging, step / str(version))
         for old in versions(step)[:-keep]:
-            shutil.rmtree(step / str(old))
+            retire_version(step / str(old))
     log.info("installed version %d of %s", version, ", ".join(s.name for s in steps))
     return version
 
@@ -206,23 +223,47 @@ def export_gpu_repository(
     """The ``tensorrt`` layout of a build: configs, tokenizer and labels, and the INT8 engine that
     ``build_engine(onnx, version_dir, "int8", engine_settings)`` writes into ``ner_bert_trt/1``.
 
-    The engine is built into a staging directory and renamed into place, so a failed build leaves the
-    repository's previous engine untouched.
+    Refused when the build's report shows the TensorRT INT8 form lost more F1 than the build's gate allows.
+    The engine is built into a staging directory before anything in the repository changes, so a failed
+    build leaves the served engine and its config untouched; then configs are written and the new version
+    directory is swapped in by two renames.
     """
     from dataclasses import replace
+
+    from ner_triton.errors import QualityGateError
 
     settings = layout_settings(replace(settings_for_model(artifacts / "model"), engine=engine), "tensorrt")
     source = artifacts / ONNX_DIR / ONNX_INT8_TRT
     if not source.is_file():
         raise ModelLoadError(f"{source} is missing; run `make build` (it writes the TensorRT INT8 form).")
-    write_configs(settings, repository, "tensorrt")
-    install_artifacts(settings, artifacts, repository)
+    report_path = artifacts / "report.json"
+    if report_path.is_file():
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        variant = report.get("variants", {}).get("onnx_int8_trt")
+        limit = report.get("gate", {}).get("max_f1_drop_points")
+        if variant and limit is not None and -variant["delta_f1_points"] > limit:
+            raise QualityGateError(
+                f"onnx_int8_trt lost {-variant['delta_f1_points']:.2f} F1 points (gate {limit}) in {report_path}: "
+                "the GPU engine would serve a worse model. Rebuild with more CALIB_SENTENCES or epochs (README, "
+                "GPU path), or rebuild with a larger MAX_F1_DROP if that loss is acceptable."
+            )
     step = repository / f"{BERT_PREFIX}{TRT_VARIANT}"
+    step.mkdir(parents=True, exist_ok=True)
     staging = step / ".staging-1"
     shutil.rmtree(staging, ignore_errors=True)
-    build_engine(source, staging, "int8", engine)
-    shutil.rmtree(step / "1", ignore_errors=True)
+    try:
+        build_engine(source, staging, "int8", engine)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    write_configs(settings, repository, "tensorrt")
+    install_artifacts(settings, artifacts, repository)
+    old = step / ".old-1"
+    shutil.rmtree(old, ignore_errors=True)
+    if (step / "1").exists():
+        os.replace(step / "1", old)
     os.replace(staging, step / "1")
+    shutil.rmtree(old, ignore_errors=True)
     log.info("GPU model repository ready: %s", repository)
     return repository
 
@@ -235,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     from ner_triton.errors import NerTritonError
 
     parser = argparse.ArgumentParser(prog="ner-repository", description=main.__doc__)
-    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        help="default: model_repository (python), model_repository_ngc (onnxruntime), model_repository_gpu (tensorrt)",
+    )
     parser.add_argument("--artifacts", type=Path, help="also install this build's model files (e.g. artifacts)")
     parser.add_argument(
         "--backend",
@@ -248,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     from ner_triton.logs import setup_logging
 
     setup_logging()
+    if args.repository is None:
+        args.repository = LAYOUT_DIRECTORIES[args.backend]
     try:
         if args.artifacts:
             export_repository(args.artifacts, args.repository, args.backend)

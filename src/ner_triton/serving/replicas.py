@@ -118,9 +118,14 @@ class NginxProxy:
     def conf(self) -> Path:
         return self.settings.state_dir / "nginx.conf"
 
+    def _paths(self) -> list[str]:
+        """Config and error log under state_dir: nginx must not need /etc/nginx or /var/log/nginx."""
+        state = self.settings.state_dir.resolve()
+        return ["-e", str(state / "error.log"), "-c", str(self.conf.resolve())]
+
     def _write_config(self, exe: str) -> None:
         self.conf.write_text(nginx_config(self.settings, self.replicas, self.down), encoding="utf-8")
-        test = subprocess.run([exe, "-t", "-q", "-c", str(self.conf.resolve())], capture_output=True, text=True)
+        test = subprocess.run([exe, "-t", "-q", *self._paths()], capture_output=True, text=True)
         if test.returncode != 0:
             raise ServerError(f"nginx rejected {self.conf}: {test.stderr.strip()}")
 
@@ -146,12 +151,13 @@ class NginxProxy:
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (s.state_dir / "tmp" / kind).mkdir(parents=True, exist_ok=True)
         self._write_config(exe)
-        self.process = subprocess.Popen(
-            [exe, "-c", str(self.conf.resolve()), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL,
-            stderr=(s.state_dir / "stderr.log").open("wb"),
-            start_new_session=True,
-        )
+        with (s.state_dir / "stderr.log").open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [exe, *self._paths(), "-g", "daemon off;"],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -264,7 +270,7 @@ def measure(
             "peak_rps": curve.peak_rps,
             "open_loop": {"rate_rps": rate, **measured},
         }
-        log.info("N=%d: peak %.1f sent/s; open loop %.1f/s: p99 %.1f ms", n, curve.peak_rps, rate, measured["p99_ms"])
+        log.info("N=%d: peak %.1f sent/s; open loop %.1f/s: p99 %s ms", n, curve.peak_rps, rate, measured["p99_ms"])
     return out
 
 
@@ -283,8 +289,9 @@ def report_markdown(result: dict[str, Any]) -> str:
     for n, entry in result["counts"].items():
         for r in entry["closed_loop"]:
             lines.append(f"| {n} | {r['concurrency']} | {r['throughput_sps']} | {r['p50_ms']} | {r['p99_ms']} |")
-    lines += ["", "Open loop (Poisson arrivals) vs the capacity planner's prediction from the 1-replica curve:", ""]
-    lines.append(check_table(check(result)))
+    if "1" in result["counts"]:
+        lines += ["", "Open loop (Poisson arrivals) vs the capacity planner's prediction from the 1-replica curve:", ""]
+        lines.append(check_table(check(result)))
     return "\n".join(lines) + "\n"
 
 

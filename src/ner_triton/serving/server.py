@@ -220,9 +220,9 @@ def check_repository(repository: Path) -> list[str]:
     if not models:
         raise ServerError(f"model repository {repository} holds no model: run `make build` first.")
     missing = [
-        str(p.parent / "1" / "model.onnx")
+        str(p.parent / "<version>" / "model.onnx")
         for p in repository.glob("ner_bert_*/config.pbtxt")
-        if not (p.parent / "1" / "model.onnx").is_file()
+        if not any(d.name.isdigit() and (d / "model.onnx").is_file() for d in p.parent.iterdir())
     ]
     if missing:
         raise ServerError(

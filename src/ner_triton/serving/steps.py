@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -202,12 +203,13 @@ class BertRunner:
         return out
 
 
-def lookup_table_rows(onnx_path: Path, input_names: Sequence[str]) -> dict[str, int]:
+def lookup_table_rows(onnx_model: Path | Any, input_names: Sequence[str]) -> dict[str, int]:
     """Rows of the embedding table each id input indexes (``input_ids`` -> vocabulary size), read from
-    the graph: a ``Gather`` on a constant table, or on the ``DequantizeLinear`` of one (INT8)."""
+    the graph (a path or a loaded ``ModelProto``): a ``Gather`` on a constant table, or on the
+    ``DequantizeLinear`` of one (INT8)."""
     import onnx
 
-    model = onnx.load(str(onnx_path))
+    model = onnx.load(str(onnx_model)) if isinstance(onnx_model, Path) else onnx_model
     dims = {i.name: list(i.dims) for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
     out = {}
