@@ -27,6 +27,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from ner_triton.loadtest.metrics import COUNTERS
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 MONITORING = DEPLOY / "monitoring"
@@ -56,15 +58,7 @@ INSTALL_HINTS = {
 _SUMMARIES = ("nv_inference_request_summary_us", "nv_inference_queue_summary_us")
 TRITON_METRICS = frozenset(
     {
-        "nv_inference_request_success",
-        "nv_inference_request_failure",
-        "nv_inference_count",
-        "nv_inference_exec_count",
-        "nv_inference_request_duration_us",
-        "nv_inference_queue_duration_us",
-        "nv_inference_compute_input_duration_us",
-        "nv_inference_compute_infer_duration_us",
-        "nv_inference_compute_output_duration_us",
+        *COUNTERS,  # the per-model counters the load-test report reads too
         "nv_inference_pending_request_count",
         "nv_gpu_utilization",
         "nv_gpu_memory_used_bytes",

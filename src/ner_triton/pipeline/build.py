@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,27 +62,15 @@ def quantize_variants(settings: BuildSettings, model_dir: Path, fp32: Path, outp
     calibration = subsample(
         load_split(settings.data, "train"), settings.quant.calibration_sentences, settings.train.seed
     )
+    q = settings.quant
+
+    def static(quantize: Callable[..., Path]) -> Path:
+        return quantize(fp32, output_dir, tokenizer, calibration, len(labels), q.calibration_length, q.keep_float,
+                        smooth_alpha=q.smooth_alpha)  # fmt: skip
+
     return {
-        "onnx_int8": quantize_static_qdq(
-            fp32,
-            output_dir,
-            tokenizer,
-            calibration,
-            len(labels),
-            settings.quant.calibration_length,
-            settings.quant.keep_float,
-            smooth_alpha=settings.quant.smooth_alpha,
-        ),
-        "onnx_int8_trt": quantize_tensorrt_int8(
-            fp32,
-            output_dir,
-            tokenizer,
-            calibration,
-            len(labels),
-            settings.quant.calibration_length,
-            settings.quant.keep_float,
-            smooth_alpha=settings.quant.smooth_alpha,
-        ),
+        "onnx_int8": static(quantize_static_qdq),
+        "onnx_int8_trt": static(quantize_tensorrt_int8),
         "onnx_int8_dynamic": quantize_dynamic_int8(fp32, output_dir),
     }
 
