@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -240,7 +242,9 @@ def test_server_killed_under_locust_load_every_request_is_accounted_for_and_traf
     try:
         time.sleep(5)
         assert first.process is not None
-        first.process.kill()  # SIGKILL: no graceful shutdown
+        # SIGKILL to the server's process group, as when its container dies: killing tritonserver alone
+        # leaves its python-backend stubs running as orphans.
+        os.killpg(first.process.pid, signal.SIGKILL)
         first.process.wait(10)
         time.sleep(2)
         second = TritonServer(settings)
