@@ -94,18 +94,13 @@ def gelu_output_matmuls(model: onnx.ModelProto) -> list[str]:
     """Weight MatMuls that read a GELU output (the FFN output projections): their input is produced by
     a ``Gelu`` node or by the ``Mul`` that ends the exported erf-GELU."""
     producer = {o: n for n in model.graph.node for o in n.output}
+
+    def is_gelu(node: onnx.NodeProto | None) -> bool:
+        name = node.name.lower() if node is not None else ""
+        return node is not None and (node.op_type in ("Gelu", "FastGelu") or "act_fn" in name or "gelu" in name)
+
     matmuls = set(weight_matmuls(model))
-    return [
-        n.name
-        for n in model.graph.node
-        if n.name in matmuls
-        and n.input[0] in producer
-        and (
-            producer[n.input[0]].op_type in ("Gelu", "FastGelu")
-            or "act_fn" in producer[n.input[0]].name.lower()
-            or "gelu" in producer[n.input[0]].name.lower()
-        )
-    ]
+    return [n.name for n in model.graph.node if n.name in matmuls and is_gelu(producer.get(n.input[0]))]
 
 
 def static_plan(
