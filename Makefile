@@ -30,31 +30,31 @@ setup: $(STAMP) ## Create .venv and install the project (CPU torch from local di
 	@echo "environment ready: $(VENV)"
 
 build: setup ## Fine-tune, export, quantize, evaluate, gate; writes artifacts/report.{json,md}, fills model_repository/
-	$(PY) build/build.py
+	$(VENV)/bin/ner-build
 
 demo: setup ## The main job: quick build on a CoNLL-2003 subset, serve it on Triton, run the client, stop
 	MAX_TRAIN_SENTENCES=$${MAX_TRAIN_SENTENCES:-$(DEMO_TRAIN_SENTENCES)} EPOCHS=$${EPOCHS:-$(DEMO_EPOCHS)} \
 	  VENV=$(VENV) build/demo.sh
 
-repository: setup ## Regenerate the committed config.pbtxt / model.py files of model_repository/
-	$(VENV)/bin/python -m ner_triton.repository.writer
+repository: setup ## Regenerate the committed config.pbtxt / model.py (re-export) files of model_repository/
+	$(VENV)/bin/ner-repository
 
 serve: setup ## Start tritonserver on model_repository/ (ports: TRITON_GRPC_PORT/HTTP/METRICS) and wait until ready
 	$(VENV)/bin/ner-serve start
 
 eval-served: setup ## Entity F1 of CoNLL-2003 test through the running server (16 clients), vs the build report
-	$(VENV)/bin/python -m ner_triton.serving.served_eval --url 127.0.0.1:$${TRITON_GRPC_PORT:-8001} \
+	$(VENV)/bin/ner-eval-served --url 127.0.0.1:$${TRITON_GRPC_PORT:-8001} \
 	  --report $${ARTIFACTS:-artifacts}/report.json --output $${ARTIFACTS:-artifacts}/served_eval.json
 
 tune-batching: setup ## Compare dynamic-batching settings of the BERT step on a real server (needs a build)
-	$(VENV)/bin/python -m ner_triton.serving.tuning --artifacts $${ARTIFACTS:-artifacts} \
+	$(VENV)/bin/ner-tune-batching --artifacts $${ARTIFACTS:-artifacts} \
 	  --output $${ARTIFACTS:-artifacts}/batching.json
 
 prune-sweep: setup ## Pruning levels of the built model vs unpruned, INT8: artifacts/prune/report.{json,md}, plot
-	$(VENV)/bin/python -m ner_triton.pipeline.prune_sweep
+	$(VENV)/bin/ner-prune-sweep
 
 bench: setup ## Peers side by side (HF pipeline, ORT in-process, Triton gRPC) -> benchmarks/results/
-	$(VENV)/bin/python -m ner_triton.bench.run --artifacts $${ARTIFACTS:-artifacts}
+	$(VENV)/bin/ner-bench --artifacts $${ARTIFACTS:-artifacts}
 
 loadtest: setup ## Locust scenario (NER_SCENARIO=steady|ramp|spike) on a running server; SLO breach = exit 1
 	NER_SCENARIO=$${NER_SCENARIO:-steady} $(VENV)/bin/locust -f loadtest/locustfile.py --headless --processes -1 \

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Thin entry point of `make build`: see ner_triton.pipeline.build."""
+"""`python build/build.py` = the installed `ner-build` (what `make build` runs): see ner_triton.pipeline.build."""
 
 import sys
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -143,17 +143,34 @@ class Window:
     owned: list[bool]
 
 
+class PlainEncoding(NamedTuple):
+    """Sub-tokens of a whole text without special tokens: ids, character offsets, word ids."""
+
+    input_ids: list[int]
+    offsets: list[tuple[int, int]]
+    word_ids: list[int | None]
+
+
+def encode_plain(tokenizer: Any, text: str) -> PlainEncoding:
+    """``text`` tokenized without special tokens or truncation, by the runtime's
+    :class:`~ner_triton.runtime.tokenizer.TokenizerFile` (``encode_plain``) or a transformers fast tokenizer."""
+    if hasattr(tokenizer, "encode_plain"):
+        return tokenizer.encode_plain(text)  # type: ignore[no-any-return]
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False, truncation=False)
+    return PlainEncoding(list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]], enc.word_ids())
+
+
 def encode_windows(tokenizer: Any, text: str, max_length: int, stride: int) -> list[Window]:
     """Tokenize ``text`` without truncation and cut it into overlapping windows of ``max_length``.
 
     Consecutive windows overlap by ``stride`` content tokens. A text that fits gives one window
-    identical to :func:`encode_texts` with the same ``max_length``.
+    identical to :func:`encode_texts` with the same ``max_length``. ``tokenizer`` is either kind
+    :func:`encode_plain` takes; it also gives ``cls_token_id`` and ``sep_token_id``.
     """
     width = max_length - 2
     if width < 2 or not 0 <= stride < width:
         raise ValueError(f"need max_length > 3 and 0 <= stride < max_length - 2, got {max_length}, {stride}")
-    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False, truncation=False)
-    ids, offsets, word_ids = enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]], enc.word_ids()
+    ids, offsets, word_ids = encode_plain(tokenizer, text)
     n = len(ids)
     step = width - stride
     starts = [0] if n <= width else [*range(0, n - width, step), n - width]

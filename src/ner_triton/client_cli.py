@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from ner_triton.cli import Command
 from ner_triton.client import DEFAULT_URL, NerClient, RetryPolicy
 from ner_triton.decoding import Entity
-from ner_triton.errors import NerTritonError
 from ner_triton.schema import ENSEMBLE
 
 
@@ -48,8 +48,7 @@ def read_texts(args: list[str], stdin: TextIO) -> list[str]:
     return [line.rstrip("\n") for line in stdin if line.strip()]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ner-client", description="Named entities of texts, from the Triton service.")
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("texts", nargs="*", help="texts to analyse (default: one text per line on stdin)")
     parser.add_argument(
         "--url",
@@ -59,17 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=ENSEMBLE, help=f"ensemble to call (default: {ENSEMBLE})")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per request in seconds (default: 30)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
+
+
+def _run(args: argparse.Namespace) -> int:
     texts = read_texts(args.texts, sys.stdin)
-    try:
-        with NerClient(args.url, args.model, args.timeout, retry=RetryPolicy()) as client:
-            results = client.extract(texts)
-    except NerTritonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with NerClient(args.url, args.model, args.timeout, retry=RetryPolicy()) as client:
+        results = client.extract(texts)
     print(as_json(texts, results) if args.json else as_table(texts, results))
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+main = Command("ner-client", "Named entities of texts, from the Triton service.", _add_arguments, _run).main

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +156,6 @@ class NerModel(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoConfig, AutoModelForTokenClassification
 
-        from ner_triton.pipeline.prune import keep_heads
-
         config = AutoConfig.from_pretrained(directory)
         encoder = AutoModelForTokenClassification.from_config(config, attn_implementation="eager")
         model = cls(encoder, use_casing)
@@ -166,3 +165,54 @@ class NerModel(nn.Module):
             state.update(load_file(str(file)))
         encoder.load_state_dict(state)
         return model
+
+
+# Model surgery used by structured pruning (pipeline/prune.py) and by loading a head-pruned model.
+
+
+def encoder_layers(model: Any) -> list[Any]:
+    return list(model.encoder.base_model.encoder.layer)
+
+
+def heads_per_layer(model: Any) -> list[int]:
+    return [int(layer.attention.self.num_attention_heads) for layer in encoder_layers(model)]
+
+
+def _slice_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
+    """A copy of ``linear`` keeping only ``keep`` output rows (dim 0) or input columns (dim 1)."""
+    weight = linear.weight.data.index_select(dim, keep).clone()
+    bias = linear.bias.data.clone() if linear.bias is not None else None
+    if dim == 0 and bias is not None:
+        bias = bias.index_select(0, keep).clone()
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    out.weight.data.copy_(weight)
+    if bias is not None:
+        out.bias.data.copy_(bias)
+    return out
+
+
+def keep_heads(model: Any, kept: Sequence[Sequence[int]]) -> None:
+    """Keep only heads ``kept[l]`` of each layer ``l`` (slices q/k/v rows and the output projection's columns)."""
+    for layer, heads in zip(encoder_layers(model), kept, strict=True):
+        attn = layer.attention.self
+        size = int(attn.attention_head_size)
+        if len(heads) == attn.num_attention_heads:
+            continue
+        index = torch.tensor([h * size + d for h in sorted(heads) for d in range(size)], dtype=torch.long)
+        attn.query = _slice_linear(attn.query, index, 0)
+        attn.key = _slice_linear(attn.key, index, 0)
+        attn.value = _slice_linear(attn.value, index, 0)
+        layer.attention.output.dense = _slice_linear(layer.attention.output.dense, index, 1)
+        attn.num_attention_heads = len(heads)
+        attn.all_head_size = len(heads) * size
+
+
+def drop_layers(model: Any, drop: Sequence[int]) -> None:
+    """Remove encoder layers ``drop`` (indices) and renumber the rest."""
+    layers = encoder_layers(model)
+    kept = [layer for i, layer in enumerate(layers) if i not in set(drop)]
+    for i, layer in enumerate(kept):
+        if hasattr(layer.attention.self, "layer_idx"):
+            layer.attention.self.layer_idx = i
+    model.encoder.base_model.encoder.layer = nn.ModuleList(kept)
+    model.encoder.config.num_hidden_layers = len(kept)

@@ -22,11 +22,11 @@ CASING_WEIGHTS_FILE: Final = "casing_embedding.safetensors"
 # Files inside the build's artifacts directory.
 MODEL_DIR: Final = "model"
 ONNX_DIR: Final = "onnx"
-ONNX_FP32: Final = "model_fp32.onnx"
-ONNX_INT8: Final = "model_int8.onnx"
-ONNX_INT8_DYNAMIC: Final = "model_int8_dynamic.onnx"
-ONNX_INT8_TRT: Final = "model_int8_trt.onnx"  # symmetric QDQ, the source of the TensorRT INT8 engine
-ONNX_FP16: Final = "model_fp16.onnx"  # FP32 graph in half precision, the source of the FP16 engine
+# (the ONNX file of each model variant is in ner_triton.variants, the variant registry)
+
+# Files Triton loads from a model's version directory.
+ONNX_MODEL_FILE: Final = "model.onnx"  # the onnxruntime backend (and the python BERT step)
+PLAN_MODEL_FILE: Final = "model.plan"  # the tensorrt backend
 REPORT_JSON: Final = "report.json"
 REPORT_MD: Final = "report.md"
 

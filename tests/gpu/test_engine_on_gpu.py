@@ -37,9 +37,9 @@ def test_engine_matches_onnx_runtime(gpu, tiny_build, tmp_path: Path, precision:
     import onnxruntime as ort
 
     from ner_triton.gpu.engine import build_engine
-    from ner_triton.gpu.fp16 import convert_to_fp16
     from ner_triton.gpu.manifest import PLAN_FILE, EngineManifest
     from ner_triton.gpu.runner import TrtRunner
+    from ner_triton.pipeline.fp16 import convert_to_fp16
     from ner_triton.settings import EngineSettings
 
     onnx_dir = tiny_build.artifacts / "onnx"

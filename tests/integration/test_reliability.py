@@ -25,15 +25,12 @@ import tritonclient.grpc as grpcclient
 
 from ner_triton.client import NerClient
 from ner_triton.errors import ClientError, RequestRejectedError, ServerError
+from ner_triton.repository.install import install_artifacts, settings_for_model
 from ner_triton.repository.model_configs import BatchingSettings
-from ner_triton.repository.writer import (
-    export_repository,
-    install_artifacts,
-    settings_for_model,
-    versions,
-    write_configs,
-)
+from ner_triton.repository.render import write_configs
+from ner_triton.repository.rollout import export_repository, versions
 from ner_triton.serving.server import ServerSettings, TritonServer
+from ner_triton.variants import INT8
 from support import TinyBuild
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
@@ -136,7 +133,7 @@ def small_queue_server(tiny_build: TinyBuild, tmp_path_factory: pytest.TempPathF
     """The tiny model with a deliberately small BERT queue: 2 waiting requests, 300 ms in the queue at most."""
     tmp = tmp_path_factory.mktemp("overload")
     batching = BatchingSettings(instances=1, threads=1, max_queue_size=2, queue_timeout_us=300_000)
-    settings = replace(settings_for_model(tiny_build.artifacts / "model"), batching=batching, variants=("int8",))
+    settings = replace(settings_for_model(tiny_build.artifacts / "model"), batching=batching, variants=(INT8,))
     write_configs(settings, tmp / "repo")
     install_artifacts(settings, tiny_build.artifacts, tmp / "repo")
     server = ServerSettings.on_free_ports(tmp / "repo", tmp)

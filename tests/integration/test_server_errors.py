@@ -13,7 +13,7 @@ import pytest
 
 from ner_triton.errors import ServerError
 from ner_triton.repository.model_configs import RepositorySettings
-from ner_triton.repository.writer import write_configs
+from ner_triton.repository.render import write_configs
 from ner_triton.serving.server import ServerSettings, TritonServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from ner_triton.bench.served_eval import evaluate_served
 from ner_triton.client import AsyncNerClient, NerClient
 from ner_triton.data import load_split
 from ner_triton.errors import RequestRejectedError, ServiceUnavailableError
-from ner_triton.serving.served_eval import evaluate_served
 from ner_triton.serving.server import ServerSettings
 from support import TinyBuild
 

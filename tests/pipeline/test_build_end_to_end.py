@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from ner_triton.errors import QualityGateError
-from ner_triton.pipeline.build import enforce_gate, gate
+from ner_triton.pipeline.gate import enforce_gate, gate
 from support import TinyBuild
 
 pytestmark = pytest.mark.slow
@@ -147,7 +147,6 @@ def test_smoothquant_keeps_the_float_function_and_quantizes(built: Path, tmp_pat
 
     from ner_triton.data import load_split
     from ner_triton.modeling import load_tokenizer
-    from ner_triton.pipeline.evaluate import onnx_session
     from ner_triton.pipeline.quantize import (
         PaddedCalibrationReader,
         quantize_static_qdq,
@@ -155,6 +154,7 @@ def test_smoothquant_keeps_the_float_function_and_quantizes(built: Path, tmp_pat
         static_plan,
         weight_matmuls,
     )
+    from ner_triton.runtime.session import onnx_session
 
     fp32 = built / "onnx" / "model_fp32.onnx"
     model = onnx.load(str(fp32))
@@ -179,7 +179,7 @@ def test_repeated_builds_roll_versions_and_keep_the_committed_files(tiny_build, 
     committed model.py (only its weights go), and the repository stays servable."""
     import shutil
 
-    from ner_triton.repository.writer import export_repository, versions
+    from ner_triton.repository.rollout import export_repository, versions
     from ner_triton.serving.server import check_repository
 
     repo = tmp_path / "repo"

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from ner_triton.repository.model_configs import (
-    BACKENDS,
     RepositorySettings,
     all_configs,
     bert_config,
@@ -17,8 +16,9 @@ from ner_triton.repository.model_configs import (
     parse_pbtxt,
     to_pbtxt,
 )
-from ner_triton.repository.writer import expected_files, write_configs
+from ner_triton.repository.render import expected_files, write_configs
 from ner_triton.schema import CASING_IDS
+from ner_triton.variants import INT8, Layout
 
 ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY = ROOT / "model_repository"
@@ -59,8 +59,8 @@ def test_every_config_parses_and_names_its_directory(path: Path) -> None:
         assert "max_batch_size" in path.read_text()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_ensemble_maps_match_the_step_models(backend: str) -> None:
+@pytest.mark.parametrize("backend", list(Layout))
+def test_ensemble_maps_match_the_step_models(backend: Layout) -> None:
     s = layout_settings(RepositorySettings(), backend)
     models = {c.name: c for c in all_configs(s, backend)}
     for variant in s.variants:
@@ -77,7 +77,7 @@ def test_ensemble_maps_match_the_step_models(backend: str) -> None:
 
 def test_onnxruntime_variant_comes_from_the_same_definition() -> None:
     s = RepositorySettings()
-    local, ngc = bert_config(s, "int8", "python"), bert_config(s, "int8", "onnxruntime")
+    local, ngc = bert_config(s, INT8, Layout.PYTHON), bert_config(s, INT8, Layout.ONNXRUNTIME)
     assert [(t.name, t.data_type, list(t.dims)) for t in local.input] == [
         (t.name, t.data_type, list(t.dims)) for t in ngc.input
     ]
@@ -87,7 +87,7 @@ def test_onnxruntime_variant_comes_from_the_same_definition() -> None:
 
 
 def test_max_batch_size_zero_is_written_explicitly() -> None:
-    text = to_pbtxt(ensemble_config(RepositorySettings(), "int8"))
+    text = to_pbtxt(ensemble_config(RepositorySettings(), INT8))
     assert "max_batch_size: 0" in text
 
 
@@ -101,7 +101,7 @@ def test_model_without_casing_has_no_casing_input(tmp_path: Path) -> None:
 
 
 def test_ngc_layout_runs_bert_on_the_onnxruntime_backend(tmp_path: Path) -> None:
-    write_configs(RepositorySettings(), tmp_path, backend="onnxruntime")
+    write_configs(RepositorySettings(), tmp_path, Layout.ONNXRUNTIME)
     cfg = parse_pbtxt((tmp_path / "ner_bert_int8" / "config.pbtxt").read_text())
     assert cfg.platform == "onnxruntime_onnx" and not (tmp_path / "ner_bert_int8" / "1" / "model.py").exists()
     assert (tmp_path / "ner_preprocess" / "1" / "model.py").is_file()

@@ -17,8 +17,8 @@ from ner_triton.decoding import Entity, decode_entities, spans_to_token_tags
 from ner_triton.errors import InvalidInputError
 from ner_triton.labels import LabelMap
 from ner_triton.modeling import load_tokenizer
+from ner_triton.runtime.steps import BertRunner, Limits, Postprocessor, Preprocessor, decode_texts, length_groups
 from ner_triton.schema import ATTENTION_MASK, CASING_IDS, INPUT_IDS, LOGITS, OWNED, TEXT_INDEX
-from ner_triton.serving.steps import BertRunner, Limits, Postprocessor, Preprocessor, decode_texts, length_groups
 from support import TinyBuild
 
 LABELS = LabelMap(("O", "B-LOC", "I-LOC", "B-PER", "I-PER"))
@@ -159,3 +159,35 @@ def test_bert_runner_gives_each_request_the_logits_of_running_it_alone(tiny_buil
         (alone,) = runner.run([feed])
         assert logits.shape == (*feed[INPUT_IDS].shape, alone.shape[-1])
         np.testing.assert_allclose(logits, alone, atol=1e-4)
+
+
+PARITY_TEXTS = [
+    "Maria Lindqvist visited Madrid.",
+    "The U.K. and Peru talked with Globex Corp in Madrid on 2024-03-14.",
+    "  leading spaces,\ttabs\nand new lines  ",
+    "Café Zürich – naïve résumé ﬁnance ÉCOLE",
+    "北京 and 東京 are capitals; emoji 🙂 too",
+    "x" * 300 + " " + " ".join(f"w{i}" for i in range(200)),
+]
+
+
+@pytest.mark.parametrize("text", PARITY_TEXTS)
+@pytest.mark.parametrize(("max_length", "stride"), [(16, 4), (128, 32)])
+def test_runtime_tokenizer_gives_the_windows_transformers_gives(
+    tiny_model_dir: Path, tokenizer: Any, text: str, max_length: int, stride: int
+) -> None:
+    """The tokenizer step loads tokenizer.json with `tokenizers` alone; it must cut the same windows as the
+    transformers tokenizer that training and evaluation use."""
+    from ner_triton.runtime.tokenizer import TokenizerFile
+
+    runtime = TokenizerFile(tiny_model_dir)
+    assert (runtime.cls_token_id, runtime.sep_token_id) == (tokenizer.cls_token_id, tokenizer.sep_token_id)
+    assert encode_windows(runtime, text, max_length, stride) == encode_windows(tokenizer, text, max_length, stride)
+
+
+def test_runtime_tokenizer_names_a_missing_tokenizer_file(tmp_path: Path) -> None:
+    from ner_triton.errors import ModelLoadError
+    from ner_triton.runtime.tokenizer import TokenizerFile
+
+    with pytest.raises(ModelLoadError, match=r"tokenizer.json is missing.*make build"):
+        TokenizerFile(tmp_path)

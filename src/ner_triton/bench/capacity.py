@@ -26,7 +26,6 @@ import itertools
 import json
 import math
 import random
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from ner_triton.cli import Command
+from ner_triton.client import AsyncNerClient
 from ner_triton.errors import ConfigError, NerTritonError
 
 LN100 = math.log(100.0)
@@ -176,7 +177,6 @@ def check(report: dict[str, Any]) -> list[dict[str, Any]]:
 def open_loop(url: str, texts: Sequence[str], rate_rps: float, seconds: float, seed: int = 13) -> dict[str, Any]:
     """Poisson arrivals at ``rate_rps`` for ``seconds`` (one sentence per request), asyncio gRPC client:
     the load the model assumes. Every request ends as a latency or a counted failure."""
-    from ner_triton.client import AsyncNerClient
 
     async def go() -> dict[str, Any]:
         rng = random.Random(seed)
@@ -232,27 +232,24 @@ def check_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ner-capacity", description=__doc__.split("\n\n")[0])
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, help="target request rate (sentences/s)")
     parser.add_argument("--slo-p99-ms", type=float)
     parser.add_argument("--check", type=Path, help="a `ner-replicas measure` report: predicted vs measured")
     parser.add_argument("--curve", type=Path, default=Path("benchmarks/results/latest.json"))
     parser.add_argument("--peer", default="triton_int8_grpc", help="peer of a bench report to plan for")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    args = parser.parse_args(argv)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.check:
         rows = check(json.loads(args.check.read_text(encoding="utf-8")))
         print(json.dumps(rows, indent=2) if args.json else check_table(rows))
         return 0
     if args.rate is None or args.slo_p99_ms is None:
-        parser.error("--rate and --slo-p99-ms are required (or --check REPORT)")
-    try:
-        curve = Curve.load(args.curve, args.peer)
-        best = plan(curve, args.rate, args.slo_p99_ms)
-    except NerTritonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        args.parser.error("--rate and --slo-p99-ms are required (or --check REPORT)")
+    curve = Curve.load(args.curve, args.peer)
+    best = plan(curve, args.rate, args.slo_p99_ms)
     if args.json:
         print(json.dumps(best.as_dict(), indent=2))
         return 0
@@ -267,5 +264,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+main = Command("ner-capacity", __doc__ or "", _add_arguments, _run).main

@@ -12,6 +12,7 @@ In-process peers run batches back to back (a request = a batch). Latency percent
 
 from __future__ import annotations
 
+import enum
 import logging
 import resource
 import threading
@@ -24,12 +25,43 @@ from typing import Any
 
 import numpy as np
 
-from ner_triton.alignment import encode_texts, pad_batch
+from ner_triton.alignment import encode_texts, load_tokenizer, pad_batch
+from ner_triton.bench.served_eval import model_counts
+from ner_triton.client import NerClient
 from ner_triton.decoding import decode_entities
 from ner_triton.labels import LabelMap
+from ner_triton.runtime.session import onnx_session
 from ner_triton.schema import LABELS_FILE, MODEL_DIR
+from ner_triton.variants import FP32, INT8, Variant
 
 log = logging.getLogger(__name__)
+
+
+class PeerKind(enum.Enum):
+    HF_PIPELINE = "hf_pipeline"  # transformers' pipeline, PyTorch
+    ORT_INPROCESS = "ort_inprocess"  # tokenize + ONNX Runtime + decode in this process
+    TRITON_GRPC = "triton_grpc"  # the ensemble on a real tritonserver, over gRPC
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One system of the bench: how it runs and which model variant it runs."""
+
+    name: str
+    kind: PeerKind
+    variant: Variant
+
+
+PEERS: dict[str, Peer] = {
+    p.name: p
+    for p in (
+        Peer("hf_pipeline_fp32", PeerKind.HF_PIPELINE, FP32),
+        Peer("ort_fp32_inprocess", PeerKind.ORT_INPROCESS, FP32),
+        Peer("ort_int8_inprocess", PeerKind.ORT_INPROCESS, INT8),
+        Peer("triton_fp32_grpc", PeerKind.TRITON_GRPC, FP32),
+        Peer("triton_int8_grpc", PeerKind.TRITON_GRPC, INT8),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -88,9 +120,6 @@ class InProcessOrt:
     """Tokenize + ONNX Runtime + decode, exactly the server's steps without the server."""
 
     def __init__(self, artifacts: Path, onnx_file: Path, threads: int) -> None:
-        from ner_triton.modeling import load_tokenizer
-        from ner_triton.pipeline.evaluate import onnx_session
-
         self.tokenizer = load_tokenizer(str(artifacts / MODEL_DIR))
         self.labels = LabelMap.load(artifacts / MODEL_DIR / LABELS_FILE)
         self.session = onnx_session(onnx_file, threads)
@@ -134,8 +163,6 @@ class HfPipeline:
 
 def run_grpc(url: str, model: str, bert_step: str, texts: Sequence[str], concurrency: int) -> Run:
     """``concurrency`` threads each sending one sentence per request until ``texts`` are done."""
-    from ner_triton.client import NerClient
-    from ner_triton.serving.served_eval import model_counts
 
     local = threading.local()
     latencies: list[float] = []

@@ -22,12 +22,17 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ner_triton.bench.peers import HfPipeline, InProcessOrt, Run, run_batches, run_grpc
+from ner_triton.bench.peers import PEERS, HfPipeline, InProcessOrt, PeerKind, Run, run_batches, run_grpc
+from ner_triton.bench.report import write_outputs
+from ner_triton.cli import Command
 from ner_triton.data import load_split
-from ner_triton.errors import ConfigError, NerTritonError
-from ner_triton.logs import setup_logging
-from ner_triton.schema import MODEL_DIR, ONNX_DIR, ONNX_FP32, ONNX_INT8
+from ner_triton.errors import ConfigError
+from ner_triton.repository.install import install_artifacts, settings_for_model
+from ner_triton.repository.render import write_configs
+from ner_triton.schema import MODEL_DIR, ONNX_DIR
+from ner_triton.serving.server import ServerSettings, TritonServer
 from ner_triton.settings import default_data
+from ner_triton.variants import FP32, INT8
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +47,12 @@ class BenchSettings:
     concurrency: tuple[int, ...] = (1, 4, 16, 64)
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     output: Path = Path("benchmarks/results")
-    peers: tuple[str, ...] = (
-        "hf_pipeline_fp32",
-        "ort_fp32_inprocess",
-        "ort_int8_inprocess",
-        "triton_fp32_grpc",
-        "triton_int8_grpc",
-    )
+    peers: tuple[str, ...] = tuple(PEERS)  # names in bench.peers.PEERS
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.peers if p not in PEERS]
+        if unknown:
+            raise ConfigError(f"unknown bench peer(s) {unknown}: use some of {list(PEERS)}.")
 
 
 def sample_texts(settings: BenchSettings) -> list[str]:
@@ -102,23 +106,20 @@ def _versions() -> dict[str, str]:
 
 
 def triton_peers(settings: BenchSettings, texts: list[str], wanted: list[str]) -> dict[str, list[Run]]:
-    from ner_triton.repository.writer import install_artifacts, settings_for_model, write_configs
-    from ner_triton.serving.served_eval import bert_step_of
-    from ner_triton.serving.server import ServerSettings, TritonServer
-
     out: dict[str, list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         repo = Path(tmp) / "repository"
-        repo_settings = replace(settings_for_model(settings.artifacts / MODEL_DIR), variants=("int8", "fp32"))
+        repo_settings = replace(settings_for_model(settings.artifacts / MODEL_DIR), variants=(INT8, FP32))
         write_configs(repo_settings, repo)
         install_artifacts(repo_settings, settings.artifacts, repo)
         server = ServerSettings.on_free_ports(repo, Path(tmp))
         with TritonServer(server):
             for name in wanted:
-                model = "ner_fp32" if "fp32" in name else "ner"
+                variant = PEERS[name].variant
+                model = variant.ensemble_name(repo_settings.variants[0])
                 out[name] = []
                 for c in tqdm(settings.concurrency, desc=name, unit="level"):
-                    run = run_grpc(server.grpc_url, model, bert_step_of(model), texts, c)
+                    run = run_grpc(server.grpc_url, model, variant.triton_name, texts, c)
                     log.info("%s c=%d: %.1f sent/s p50 %.2f ms %s", name, c, run.throughput_sps, run.p50_ms, run.triton)
                     out[name].append(run)
     return out
@@ -127,26 +128,26 @@ def triton_peers(settings: BenchSettings, texts: list[str], wanted: list[str]) -
 def bench(settings: BenchSettings, command: str = "make bench") -> Path:
     """Run every peer; write latest.json / latest.md / plots into ``settings.output``; returns the JSON path."""
     onnx_dir = settings.artifacts / ONNX_DIR
-    for path in (settings.artifacts / MODEL_DIR, onnx_dir / ONNX_FP32, onnx_dir / ONNX_INT8):
+    for path in (settings.artifacts / MODEL_DIR, onnx_dir / FP32.onnx_file, onnx_dir / INT8.onnx_file):
         if not path.exists():
             raise ConfigError(f"{path} is missing: run `make build` (or set ARTIFACTS to a build) first.")
     texts = sample_texts(settings)
     t0 = time.perf_counter()
     runs: dict[str, list[Run]] = {}
     for name in settings.peers:
-        if name == "hf_pipeline_fp32":
+        peer = PEERS[name]
+        if peer.kind is PeerKind.HF_PIPELINE:
             runs[name] = []
             for b in settings.batch_sizes:
                 pipe = HfPipeline(settings.artifacts, settings.threads, b)
                 runs[name].append(run_batches(pipe, texts, b))
                 log.info("%s b=%d: %.1f sent/s", name, b, runs[name][-1].throughput_sps)
-        elif name.startswith("ort_"):
-            onnx = onnx_dir / (ONNX_INT8 if "int8" in name else ONNX_FP32)
-            ort = InProcessOrt(settings.artifacts, onnx, settings.threads)
+        elif peer.kind is PeerKind.ORT_INPROCESS:
+            ort = InProcessOrt(settings.artifacts, onnx_dir / peer.variant.onnx_file, settings.threads)
             runs[name] = [run_batches(ort, texts, b) for b in settings.batch_sizes]
             for r in runs[name]:
                 log.info("%s b=%d: %.1f sent/s p50 %.2f ms", name, r.batch_size, r.throughput_sps, r.p50_ms)
-    wanted = [n for n in settings.peers if n.startswith("triton_")]
+    wanted = [n for n in settings.peers if PEERS[n].kind is PeerKind.TRITON_GRPC]
     if wanted:
         runs.update(triton_peers(settings, texts, wanted))
     peers = {name: summarize(r) for name, r in runs.items()}
@@ -162,22 +163,20 @@ def bench(settings: BenchSettings, command: str = "make bench") -> Path:
         "peers": peers,
         "goals": goals(peers),
     }
-    from ner_triton.bench.report import write_outputs
-
     return write_outputs(result, settings.output)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ner-bench", description=__doc__.split("\n\n")[0])
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", type=Path, default=Path(os.environ.get("ARTIFACTS") or "artifacts"))
     parser.add_argument("--data", default=None, help="CoNLL-2003 directory (default: $DATA or the shared copy)")
     parser.add_argument("--sentences", type=int, default=BenchSettings.sentences)
-    parser.add_argument("--peers", nargs="*", default=None)
+    parser.add_argument("--peers", nargs="*", default=None, choices=list(PEERS))
     parser.add_argument("--concurrency", type=int, nargs="*", default=None)
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=None)
     parser.add_argument("--output", type=Path, default=BenchSettings.output)
-    args = parser.parse_args(argv)
-    setup_logging()
+
+
+def _run(args: argparse.Namespace) -> int:
     settings = BenchSettings(artifacts=args.artifacts, sentences=args.sentences, output=args.output)
     if args.data or os.environ.get("DATA"):
         settings = replace(settings, data=args.data or os.environ["DATA"])
@@ -187,14 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, concurrency=tuple(args.concurrency))
     if args.batch_sizes:
         settings = replace(settings, batch_sizes=tuple(args.batch_sizes))
-    try:
-        path = bench(settings, command=" ".join(["ner-bench", *(argv if argv is not None else sys.argv[1:])]))
-    except NerTritonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    path = bench(settings, command=" ".join(["ner-bench", *sys.argv[1:]]))
     print(path.with_suffix(".md").read_text(encoding="utf-8"))
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+main = Command("ner-bench", __doc__ or "", _add_arguments, _run).main

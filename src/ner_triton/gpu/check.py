@@ -15,9 +15,9 @@ Writes ``gpu_check.json`` and prints a table and the goals (INT8 F1 within 0.5 p
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,7 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from ner_triton.schema import LABELS_FILE, MODEL_DIR, ONNX_DIR, ONNX_FP16, ONNX_FP32, ONNX_INT8_TRT
+from ner_triton.alignment import load_tokenizer
+from ner_triton.cli import Command
+from ner_triton.data import load_split
+from ner_triton.gpu.engine import build_engine
+from ner_triton.gpu.manifest import PLAN_FILE
+from ner_triton.gpu.runner import TrtRunner
+from ner_triton.labels import LabelMap
+from ner_triton.pipeline.evaluate import Predictor, evaluate, onnx_predictor
+from ner_triton.pipeline.fp16 import convert_to_fp16
+from ner_triton.schema import LABELS_FILE, MODEL_DIR, ONNX_DIR
+from ner_triton.settings import EngineSettings, default_data
+from ner_triton.variants import FP32, ONNX_FP16_FILE, TRT
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +87,7 @@ def triton_throughput(url: str, model: str, rows: int, length: int, clients: int
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from ner_triton.alignment import load_tokenizer
-    from ner_triton.data import load_split
-    from ner_triton.errors import NerTritonError
-    from ner_triton.gpu.engine import build_engine
-    from ner_triton.gpu.fp16 import convert_to_fp16
-    from ner_triton.gpu.manifest import PLAN_FILE
-    from ner_triton.gpu.runner import TrtRunner
-    from ner_triton.labels import LabelMap
-    from ner_triton.logs import setup_logging
-    from ner_triton.pipeline.evaluate import Predictor, evaluate, onnx_predictor
-    from ner_triton.settings import EngineSettings, default_data
-
-    parser = argparse.ArgumentParser(prog="ner-gpu-check", description=__doc__.split("\n\n")[0])
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--data", default=default_data())
     parser.add_argument("--output", type=Path, default=Path("artifacts/gpu"))
@@ -99,60 +95,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=1.0, help="timing per bucket x batch cell")
     parser.add_argument("--triton-url", help="gRPC address of a server serving the GPU repository")
     parser.add_argument("--clients", type=int, default=4)
-    args = parser.parse_args(argv)
-    setup_logging()
+
+
+def _run(args: argparse.Namespace) -> int:
     settings = EngineSettings()
     onnx_dir = args.artifacts / ONNX_DIR
-    try:
-        engines = {
-            "int8": build_engine(onnx_dir / ONNX_INT8_TRT, args.output / "int8", "int8", settings),
-            "fp16": build_engine(
-                convert_to_fp16(onnx_dir / ONNX_FP32, args.output / ONNX_FP16), args.output / "fp16", "fp16", settings
-            ),
-        }
-        runners = {name: TrtRunner(args.output / name / PLAN_FILE) for name in engines}
-        model_dir = args.artifacts / MODEL_DIR
-        tokenizer, labels = load_tokenizer(str(model_dir)), LabelMap.load(model_dir / LABELS_FILE)
-        test = load_split(args.data, "test")
-        length = settings.buckets[-1]
-        f1: dict[str, float] = {}
-        predictors: dict[str, Predictor] = {
-            "onnx_fp32": onnx_predictor(onnx_dir / ONNX_FP32, 8),
-            "onnx_int8_trt": onnx_predictor(onnx_dir / ONNX_INT8_TRT, 8),
-            **{f"engine_{k}": v for k, v in runners.items()},
-        }
-        for name, predictor in predictors.items():
-            f1[name] = evaluate(predictor, test, tokenizer, labels, 64, max_length=length, desc=name).f1
-            log.info("test F1 %-14s %.4f", name, f1[name])
-        timing = {
-            name: [
-                runner.throughput(bucket, int(b), args.seconds)
-                for bucket in settings.buckets
-                for b in sorted({*map(int, args.batches.split(",")), settings.max_batch_size})
-            ]
-            for name, runner in runners.items()
-        }
+    engines = {
+        "int8": build_engine(onnx_dir / TRT.onnx_file, args.output / "int8", "int8", settings),
+        "fp16": build_engine(
+            convert_to_fp16(onnx_dir / FP32.onnx_file, args.output / ONNX_FP16_FILE),
+            args.output / "fp16",
+            "fp16",
+            settings,
+        ),
+    }
+    runners = {name: TrtRunner(args.output / name / PLAN_FILE) for name in engines}
+    model_dir = args.artifacts / MODEL_DIR
+    tokenizer, labels = load_tokenizer(str(model_dir)), LabelMap.load(model_dir / LABELS_FILE)
+    test = load_split(args.data, "test")
+    length = settings.buckets[-1]
+    f1: dict[str, float] = {}
+    predictors: dict[str, Predictor] = {
+        FP32.report_key: onnx_predictor(onnx_dir / FP32.onnx_file, 8),
+        TRT.report_key: onnx_predictor(onnx_dir / TRT.onnx_file, 8),
+        **{f"engine_{k}": v for k, v in runners.items()},
+    }
+    for name, predictor in predictors.items():
+        f1[name] = evaluate(predictor, test, tokenizer, labels, 64, max_length=length, desc=name).f1
+        log.info("test F1 %-14s %.4f", name, f1[name])
+    timing = {
+        name: [
+            runner.throughput(bucket, int(b), args.seconds)
+            for bucket in settings.buckets
+            for b in sorted({*map(int, args.batches.split(",")), settings.max_batch_size})
+        ]
+        for name, runner in runners.items()
+    }
 
-        def at(name: str, bucket: int, batch: int) -> float:
-            return next(r["sequences_per_s"] for r in timing[name] if r["bucket"] == bucket and r["batch"] == batch)
+    def at(name: str, bucket: int, batch: int) -> float:
+        return next(r["sequences_per_s"] for r in timing[name] if r["bucket"] == bucket and r["batch"] == batch)
 
-        top = settings.max_batch_size  # always timed (added to --batches): the goals are read at [128, 128]
-        result: dict[str, Any] = {
-            "engines": {k: vars(v) for k, v in engines.items()},
-            "test_f1": f1,
-            "timing": timing,
-            "goals": {
-                "int8_f1_drop_points_vs_fp32": round((f1["onnx_fp32"] - f1["engine_int8"]) * 100, 2),
-                "int8_over_fp16_at_128x128": round(at("int8", length, top) / at("fp16", length, top), 3),
-            },
-        }
-        if args.triton_url:
-            served = triton_throughput(args.triton_url, "ner_bert_trt", top, length, args.clients, 10.0)
-            result["triton"] = served
-            result["goals"]["triton_over_engine"] = round(served["sequences_per_s"] / at("int8", length, top), 3)
-    except NerTritonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    top = settings.max_batch_size  # always timed (added to --batches): the goals are read at [128, 128]
+    result: dict[str, Any] = {
+        "engines": {k: vars(v) for k, v in engines.items()},
+        "test_f1": f1,
+        "timing": timing,
+        "goals": {
+            "int8_f1_drop_points_vs_fp32": round((f1[FP32.report_key] - f1["engine_int8"]) * 100, 2),
+            "int8_over_fp16_at_128x128": round(at("int8", length, top) / at("fp16", length, top), 3),
+        },
+    }
+    if args.triton_url:
+        served = triton_throughput(args.triton_url, TRT.triton_name, top, length, args.clients, 10.0)
+        result["triton"] = served
+        result["goals"]["triton_over_engine"] = round(served["sequences_per_s"] / at("int8", length, top), 3)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print("| engine | bucket | batch | ms p50 | seq/s |\n|---|---|---|---|---|")
@@ -164,5 +160,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+main = Command("ner-gpu-check", __doc__ or "", _add_arguments, _run).main

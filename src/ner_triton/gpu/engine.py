@@ -4,7 +4,7 @@ The INT8 engine is built from the symmetric QDQ model (``model_int8_trt.onnx``):
 QuantizeLinear/DequantizeLinear pairs in the graph decide what runs in INT8, so no calibrator and no
 INT8/FP16 builder flags are used (implicit-quantization calibrators are deprecated in TensorRT 10, and
 TensorRT 11 builds only strongly typed networks, where precision comes from the graph). The FP16
-comparison engine is built from the FP32 graph converted to FP16 (:mod:`ner_triton.gpu.fp16`).
+comparison engine is built from the FP32 graph converted to FP16 (:mod:`ner_triton.pipeline.fp16`).
 Each engine has one optimization profile per sequence-length bucket and a manifest beside it.
 
 ``ner-engine`` writes a complete GPU model repository (``--backend tensorrt`` layout: the
@@ -13,18 +13,30 @@ Each engine has one optimization profile per sequence-length bucket and a manife
 
 from __future__ import annotations
 
+import argparse
 import logging
-import sys
+import shutil
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from ner_triton.errors import EngineError
+from ner_triton.cli import Command
+from ner_triton.errors import ConfigError, EngineError, ModelLoadError
 from ner_triton.gpu.manifest import MANIFEST_FILE, PLAN_FILE, EngineManifest, sha256_file
+from ner_triton.pipeline.gate import check_report
+from ner_triton.repository.install import install_steps, settings_for_model
+from ner_triton.repository.model_configs import layout_settings
+from ner_triton.repository.render import write_configs
+from ner_triton.repository.rollout import swap_in
+from ner_triton.runtime.graph import lookup_table_rows
+from ner_triton.schema import ATTENTION_MASK, MODEL_DIR, ONNX_DIR, REPORT_JSON
 from ner_triton.settings import EngineSettings
+from ner_triton.variants import TRT, Layout
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +78,6 @@ def clamp_id_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     here Max/Min nodes make every id valid inside the engine. Valid inputs are unchanged.
     """
     from onnx import helper, numpy_helper
-
-    from ner_triton.schema import ATTENTION_MASK
-    from ner_triton.serving.steps import lookup_table_rows
 
     names = [i.name for i in model.graph.input]
     rows = lookup_table_rows(model, names)
@@ -158,32 +167,62 @@ def build_engine(
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``ner-engine``: the GPU model repository (configs, tokenizer, labels, INT8 engine) from a build."""
-    import argparse
+def export_gpu_repository(
+    artifacts: Path,
+    repository: Path,
+    engine: EngineSettings,
+    build: Callable[[Path, Path, str, EngineSettings], Any] = build_engine,
+) -> Path:
+    """The ``tensorrt`` layout of a build: configs, tokenizer and labels, and the INT8 engine that
+    ``build(onnx, version_dir, "int8", engine)`` writes into ``ner_bert_trt/1``.
 
-    from ner_triton.errors import NerTritonError
-    from ner_triton.logs import setup_logging
-    from ner_triton.repository.writer import export_gpu_repository
+    Refused (:func:`~ner_triton.pipeline.gate.check_report`) when the build's report shows the TensorRT INT8
+    form lost more F1 than the build's gate allows. The engine is built into a staging directory before
+    anything in the repository changes, so a failed build leaves the served engine and its config untouched;
+    then configs are written and the new version directory is swapped in.
+    """
+    settings = layout_settings(replace(settings_for_model(artifacts / MODEL_DIR), engine=engine), Layout.TENSORRT)
+    source = artifacts / ONNX_DIR / TRT.onnx_file
+    if not source.is_file():
+        raise ModelLoadError(f"{source} is missing; run `make build` (it writes the TensorRT INT8 form).")
+    check_report(artifacts / REPORT_JSON, TRT)
+    step = repository / TRT.triton_name
+    step.mkdir(parents=True, exist_ok=True)
+    staging = step / ".staging-1"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        build(source, staging, "int8", engine)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    write_configs(settings, repository, Layout.TENSORRT)
+    install_steps(artifacts, repository)
+    swap_in(staging, step / "1")
+    log.info("GPU model repository ready: %s", repository)
+    return repository
 
-    parser = argparse.ArgumentParser(prog="ner-engine", description=main.__doc__)
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="output of `make build`")
-    parser.add_argument("--repository", type=Path, default=Path("model_repository_gpu"))
+    parser.add_argument("--repository", type=Path, default=Layout.TENSORRT.directory)
     parser.add_argument("--buckets", default=",".join(map(str, EngineSettings().buckets)))
     parser.add_argument("--max-batch-size", type=int, default=EngineSettings().max_batch_size)
-    args = parser.parse_args(argv)
-    setup_logging()
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
-        settings = EngineSettings(
-            buckets=tuple(int(b) for b in args.buckets.split(",")), max_batch_size=args.max_batch_size
-        )
-        export_gpu_repository(args.artifacts, args.repository, settings, build_engine)
-    except (NerTritonError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        buckets = tuple(int(b) for b in args.buckets.split(","))
+    except ValueError as exc:
+        raise ConfigError(f"--buckets {args.buckets!r} must be comma-separated lengths, e.g. 16,32,64,128.") from exc
+    settings = EngineSettings(buckets=buckets, max_batch_size=args.max_batch_size)
+    export_gpu_repository(args.artifacts, args.repository, settings)
     print(f"GPU model repository written: {args.repository}")
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+main = Command(
+    "ner-engine",
+    "The GPU model repository (configs, tokenizer, labels, TensorRT INT8 engine) from a build.",
+    _add_arguments,
+    _run,
+).main

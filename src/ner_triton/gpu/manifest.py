@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ner_triton.errors import EngineError
+from ner_triton.schema import PLAN_MODEL_FILE
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "engine.json"
-PLAN_FILE = "model.plan"
+PLAN_FILE = PLAN_MODEL_FILE  # the name the tensorrt backend loads (variants.TRT.served_file)
 PRECISIONS = ("int8", "fp16")
 
 

@@ -6,36 +6,31 @@ Run as ``ner-build`` (or ``python build/build.py``); settings come from the envi
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import platform
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ner_triton.cli import Command
 from ner_triton.data import load_split
-from ner_triton.errors import NerTritonError, QualityGateError
 from ner_triton.labels import LabelMap
-from ner_triton.logs import setup_logging
 from ner_triton.modeling import NerModel, load_tokenizer
 from ner_triton.pipeline.evaluate import Predictor, evaluate, measure_latency, onnx_predictor, torch_predictor
 from ner_triton.pipeline.export import export_onnx
 from ner_triton.pipeline.finetune import TRAIN_SUMMARY, finetune, prune_and_recover, subsample
-from ner_triton.pipeline.quantize import quantize_dynamic_int8, quantize_static_qdq, quantize_tensorrt_int8
+from ner_triton.pipeline.gate import enforce_gate, gate
+from ner_triton.pipeline.quantize import RECIPES, Calibration, quantize_variant
 from ner_triton.pipeline.report import write_report
-from ner_triton.repository.writer import export_repository
+from ner_triton.repository.rollout import export_repository
 from ner_triton.schema import LABELS_FILE, MODEL_DIR, ONNX_DIR, REPORT_MD
 from ner_triton.settings import BuildSettings
+from ner_triton.variants import REFERENCE, TORCH_REPORT_KEY, get
 
 log = logging.getLogger(__name__)
-
-REFERENCE_VARIANT = "onnx_fp32"
-# Gated here: the INT8 variants a CPU deployment serves. onnx_int8_trt is reported with them and gated
-# when the GPU repository is made from it (repository.writer.export_gpu_repository, `ner-engine`).
-INT8_VARIANTS = ("onnx_int8", "onnx_int8_dynamic")
 
 
 def _size_mb(paths: list[Path]) -> float:
@@ -56,23 +51,19 @@ def _versions() -> dict[str, str]:
 
 
 def quantize_variants(settings: BuildSettings, model_dir: Path, fp32: Path, output_dir: Path) -> dict[str, Path]:
-    """Write the static QDQ (CPU and TensorRT forms) and dynamic INT8 models next to the FP32 one."""
-    tokenizer = load_tokenizer(str(model_dir))
-    labels = LabelMap.load(model_dir / LABELS_FILE)
-    calibration = subsample(
-        load_split(settings.data, "train"), settings.quant.calibration_sentences, settings.train.seed
-    )
+    """Every variant with a quantization recipe (:data:`~ner_triton.pipeline.quantize.RECIPES`), written next
+    to the FP32 one; report key -> path."""
     q = settings.quant
-
-    def static(quantize: Callable[..., Path]) -> Path:
-        return quantize(fp32, output_dir, tokenizer, calibration, len(labels), q.calibration_length, q.keep_float,
-                        smooth_alpha=q.smooth_alpha)  # fmt: skip
-
-    return {
-        "onnx_int8": static(quantize_static_qdq),
-        "onnx_int8_trt": static(quantize_tensorrt_int8),
-        "onnx_int8_dynamic": quantize_dynamic_int8(fp32, output_dir),
-    }
+    calibration = Calibration(
+        tokenizer=load_tokenizer(str(model_dir)),
+        sentences=subsample(load_split(settings.data, "train"), q.calibration_sentences, settings.train.seed),
+        num_labels=len(LabelMap.load(model_dir / LABELS_FILE)),
+        length=q.calibration_length,
+        keep_float=q.keep_float,
+        smooth_alpha=q.smooth_alpha,
+    )
+    variants = [get(key) for key in RECIPES]
+    return {v.report_key: quantize_variant(v, fp32, output_dir, calibration) for v in variants}
 
 
 def evaluate_variants(
@@ -88,7 +79,7 @@ def evaluate_variants(
     texts = [s.text for s in test]
     weight_files = [p for p in model_dir.iterdir() if p.suffix == ".safetensors"]
     candidates: dict[str, tuple[Predictor, list[Path]]] = {
-        "torch_fp32": (torch_predictor(NerModel.load(model_dir)), weight_files),
+        TORCH_REPORT_KEY: (torch_predictor(NerModel.load(model_dir)), weight_files),
     }
     for name, path in onnx_paths.items():
         candidates[name] = (onnx_predictor(path, settings.threads), [path])
@@ -108,28 +99,10 @@ def evaluate_variants(
             latency["batch_1"]["ms_per_batch_p50"],
             latency["batch_32"]["sentences_per_s"],
         )
-    ref = out[REFERENCE_VARIANT]["f1"]
+    ref = out[REFERENCE.report_key]["f1"]
     for v in out.values():
         v["delta_f1_points"] = round((v["f1"] - ref) * 100, 2)
     return out, len(test)
-
-
-def gate(variants: dict[str, dict[str, Any]], max_drop_points: float) -> dict[str, Any]:
-    failures = []
-    ref = variants[REFERENCE_VARIANT]["f1"]
-    for name in (n for n in INT8_VARIANTS if n in variants):
-        drop = (ref - variants[name]["f1"]) * 100
-        if drop > max_drop_points:
-            failures.append(
-                f"{name} test F1 {variants[name]['f1']:.4f} is {drop:.2f} points below {REFERENCE_VARIANT} "
-                f"{ref:.4f} (allowed: {max_drop_points})"
-            )
-    return {
-        "max_f1_drop_points": max_drop_points,
-        "reference": REFERENCE_VARIANT,
-        "passed": not failures,
-        "failures": failures,
-    }
 
 
 def build(settings: BuildSettings) -> Path:
@@ -146,7 +119,7 @@ def build(settings: BuildSettings) -> Path:
     else:
         model_dir = finetune(settings, settings.data, artifacts / MODEL_DIR)
     fp32 = export_onnx(settings, model_dir, artifacts / ONNX_DIR)
-    onnx_paths = {"onnx_fp32": fp32, **quantize_variants(settings, model_dir, fp32, artifacts / ONNX_DIR)}
+    onnx_paths = {REFERENCE.report_key: fp32, **quantize_variants(settings, model_dir, fp32, artifacts / ONNX_DIR)}
     variants, n_test = evaluate_variants(settings, model_dir, onnx_paths)
     summary = json.loads((model_dir / TRAIN_SUMMARY).read_text(encoding="utf-8"))
     verdict = gate(variants, settings.quant.max_f1_drop_points)
@@ -170,26 +143,21 @@ def build(settings: BuildSettings) -> Path:
     return path
 
 
-def enforce_gate(verdict: dict[str, Any], report_md: Path) -> None:
-    """Raise :class:`QualityGateError` naming each INT8 variant that missed, and by how much."""
-    if not verdict["passed"]:
-        raise QualityGateError(
-            "INT8 accuracy gate failed: " + "; ".join(verdict["failures"]) + f". See {report_md}; "
-            "try more CALIB_SENTENCES, SMOOTHQUANT=0.5, or keep sensitive MatMuls in float (QuantSettings.keep_float)."
-        )
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Settings come from the environment (the Makefile passes them): see ``BuildSettings.from_env``."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    try:
-        settings = BuildSettings.from_env()
-        path = build(settings)
-    except NerTritonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print((path.parent / "report.md").read_text(encoding="utf-8"))
+def _run(args: argparse.Namespace) -> int:
+    path = build(BuildSettings.from_env())
+    print((path.parent / REPORT_MD).read_text(encoding="utf-8"))
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+main = Command(
+    "ner-build",
+    __doc__ or "",
+    _add_arguments,
+    _run,
+    epilog="Settings from the environment: MODEL, DATA, ARTIFACTS, EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES,\n"
+    "MODEL_REPOSITORY, CASING, SEED, LR, BATCH_SIZE, CALIB_SENTENCES, SMOOTHQUANT, MAX_F1_DROP, PRUNE (docs/build.md).",
+).main

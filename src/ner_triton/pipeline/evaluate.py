@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from ner_triton.alignment import Encoding, encode_texts, pad_batch, word_tags_to_token_tags
 from ner_triton.data import Sentence
 from ner_triton.labels import LabelMap
+from ner_triton.runtime.session import onnx_session
 from ner_triton.schema import CASING_IDS
 
 log = logging.getLogger(__name__)
@@ -40,20 +41,6 @@ def torch_predictor(model: Any) -> Predictor:
             return model(**feed).float().numpy()  # type: ignore[no-any-return]
 
     return run
-
-
-def onnx_session(path: Path, threads: int, spinning: bool = True) -> Any:
-    """CPU session with ``threads`` intra-op threads; ``spinning=False`` stops idle threads from busy-waiting
-    (needed when several sessions share the cores, as Triton instances do)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    if not spinning:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def onnx_predictor(path: Path, threads: int) -> Predictor:

@@ -16,8 +16,9 @@ from ner_triton.data import Sentence, load_split
 from ner_triton.errors import ExportError
 from ner_triton.modeling import NerModel, load_tokenizer
 from ner_triton.pipeline.evaluate import onnx_predictor, torch_predictor
-from ner_triton.schema import ATTENTION_MASK, CASING_IDS, INPUT_IDS, LOGITS, ONNX_FP32
+from ner_triton.schema import ATTENTION_MASK, CASING_IDS, INPUT_IDS, LOGITS
 from ner_triton.settings import BuildSettings
+from ner_triton.variants import FP32
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def export_onnx(settings: BuildSettings, model_dir: Path, output_dir: Path) -> P
     names = input_names(model.use_casing)
     sample = pad_batch(encode_texts(tokenizer, ["Maria Lindqvist met ACME officials in Oslo .", "Hi"], 64))
     args = tuple(torch.from_numpy(sample[n]) for n in names)
-    path = output_dir / ONNX_FP32
+    path = output_dir / FP32.onnx_file
     axes = {n: {0: "batch", 1: "sequence"} for n in [*names, LOGITS]}
     try:
         with warnings.catch_warnings():

@@ -25,6 +25,7 @@ from ner_triton.data import Sentence, load_split
 from ner_triton.labels import LabelMap
 from ner_triton.modeling import NerModel, load_tokenizer, resolve_model
 from ner_triton.pipeline.evaluate import evaluate, torch_predictor
+from ner_triton.pipeline.prune import prune_model
 from ner_triton.schema import CASING_IDS, IGNORE_INDEX, LABELS_FILE
 from ner_triton.settings import BuildSettings
 
@@ -204,8 +205,6 @@ def train_model(
 def prune_and_recover(settings: BuildSettings, data: str | Path, model_dir: Path, output_dir: Path) -> Path:
     """Prune the fine-tuned model in ``model_dir`` (``settings.prune``), recover it with a short fine-tune
     distilled from the unpruned model, and write it to ``output_dir``; returns ``output_dir``."""
-    from ner_triton.pipeline.prune import prune_model, sample_batches
-
     ps, ts = settings.prune, settings.train
     seed_everything(ts.seed)
     torch.set_num_threads(settings.threads)
@@ -227,3 +226,20 @@ def prune_and_recover(settings: BuildSettings, data: str | Path, model_dir: Path
     log.info("pruned model (valid F1 %.4f after recovery) saved to %s", summary["pruning"]["recovery"]["best_valid_f1"],
              output_dir)  # fmt: skip
     return output_dir
+
+
+def sample_batches(
+    encodings: Sequence[Any], label_rows: Sequence[list[int]], n: int, batch_size: int, seed: int, use_casing: bool
+) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    """``n`` random training batches as model inputs and label tensors (for importance scores)."""
+    rng = random.Random(seed)
+    order = list(range(len(encodings)))
+    rng.shuffle(order)
+    out = []
+    for k in range(min(n, -(-len(order) // batch_size))):
+        idx = order[k * batch_size : (k + 1) * batch_size]
+        inputs = {name: torch.from_numpy(v) for name, v in pad_batch([encodings[i] for i in idx]).items()}
+        if not use_casing:
+            inputs.pop(CASING_IDS)
+        out.append((inputs, label_tensor([encodings[i] for i in idx], [label_rows[i] for i in idx])))
+    return out

@@ -14,7 +14,6 @@ distilled from the unpruned model (KL on softened token logits).
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,17 +22,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ner_triton.errors import ConfigError
+from ner_triton.modeling import drop_layers, encoder_layers, heads_per_layer, keep_heads
 from ner_triton.settings import PruneSettings
 
 log = logging.getLogger(__name__)
-
-
-def encoder_layers(model: Any) -> list[Any]:
-    return list(model.encoder.base_model.encoder.layer)
-
-
-def heads_per_layer(model: Any) -> list[int]:
-    return [int(layer.attention.self.num_attention_heads) for layer in encoder_layers(model)]
 
 
 def head_importance(model: Any, batches: Sequence[tuple[dict[str, torch.Tensor], torch.Tensor]]) -> list[torch.Tensor]:
@@ -68,46 +60,6 @@ def head_importance(model: Any, batches: Sequence[tuple[dict[str, torch.Tensor],
             handle.remove()
         model.zero_grad(set_to_none=True)
     return scores
-
-
-def _slice_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
-    """A copy of ``linear`` keeping only ``keep`` output rows (dim 0) or input columns (dim 1)."""
-    weight = linear.weight.data.index_select(dim, keep).clone()
-    bias = linear.bias.data.clone() if linear.bias is not None else None
-    if dim == 0 and bias is not None:
-        bias = bias.index_select(0, keep).clone()
-    out = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    out.weight.data.copy_(weight)
-    if bias is not None:
-        out.bias.data.copy_(bias)
-    return out
-
-
-def keep_heads(model: Any, kept: Sequence[Sequence[int]]) -> None:
-    """Keep only heads ``kept[l]`` of each layer ``l`` (slices q/k/v rows and the output projection's columns)."""
-    for layer, heads in zip(encoder_layers(model), kept, strict=True):
-        attn = layer.attention.self
-        size = int(attn.attention_head_size)
-        if len(heads) == attn.num_attention_heads:
-            continue
-        index = torch.tensor([h * size + d for h in sorted(heads) for d in range(size)], dtype=torch.long)
-        attn.query = _slice_linear(attn.query, index, 0)
-        attn.key = _slice_linear(attn.key, index, 0)
-        attn.value = _slice_linear(attn.value, index, 0)
-        layer.attention.output.dense = _slice_linear(layer.attention.output.dense, index, 1)
-        attn.num_attention_heads = len(heads)
-        attn.all_head_size = len(heads) * size
-
-
-def drop_layers(model: Any, drop: Sequence[int]) -> None:
-    """Remove encoder layers ``drop`` (indices) and renumber the rest."""
-    layers = encoder_layers(model)
-    kept = [layer for i, layer in enumerate(layers) if i not in set(drop)]
-    for i, layer in enumerate(kept):
-        if hasattr(layer.attention.self, "layer_idx"):
-            layer.attention.self.layer_idx = i
-    model.encoder.base_model.encoder.layer = nn.ModuleList(kept)
-    model.encoder.config.num_hidden_layers = len(kept)
 
 
 def plan(scores: list[torch.Tensor], settings: PruneSettings) -> tuple[list[int], list[list[int]]]:
@@ -151,24 +103,3 @@ def prune_model(
     log.info("pruned: dropped layers %s, heads per layer %s, parameters %d -> %d", drop,
              summary["heads_per_layer"], params_before, params_after)  # fmt: skip
     return summary
-
-
-def sample_batches(
-    encodings: Sequence[Any], label_rows: Sequence[list[int]], n: int, batch_size: int, seed: int, use_casing: bool
-) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-    """``n`` random training batches as model inputs and label tensors (for importance scores)."""
-    from ner_triton.alignment import pad_batch
-    from ner_triton.pipeline.finetune import label_tensor
-    from ner_triton.schema import CASING_IDS
-
-    rng = random.Random(seed)
-    order = list(range(len(encodings)))
-    rng.shuffle(order)
-    out = []
-    for k in range(min(n, -(-len(order) // batch_size))):
-        idx = order[k * batch_size : (k + 1) * batch_size]
-        inputs = {name: torch.from_numpy(v) for name, v in pad_batch([encodings[i] for i in idx]).items()}
-        if not use_casing:
-            inputs.pop(CASING_IDS)
-        out.append((inputs, label_tensor([encodings[i] for i in idx], [label_rows[i] for i in idx])))
-    return out

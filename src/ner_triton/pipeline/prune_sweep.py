@@ -12,23 +12,23 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ner_triton.cli import Command
 from ner_triton.data import load_split
-from ner_triton.errors import ConfigError, NerTritonError
+from ner_triton.errors import ConfigError
 from ner_triton.labels import LabelMap
-from ner_triton.logs import setup_logging
 from ner_triton.modeling import NerModel, load_tokenizer
 from ner_triton.pipeline.evaluate import evaluate, measure_latency, onnx_predictor
 from ner_triton.pipeline.export import export_onnx
 from ner_triton.pipeline.finetune import TRAIN_SUMMARY, prune_and_recover, subsample
-from ner_triton.pipeline.quantize import quantize_static_qdq
+from ner_triton.pipeline.quantize import Calibration, quantize_variant
 from ner_triton.schema import LABELS_FILE
 from ner_triton.settings import BuildSettings, PruneSettings
+from ner_triton.variants import INT8
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ def measure_level(settings: BuildSettings, model_dir: Path, out: Path) -> dict[s
     calibration = subsample(
         load_split(settings.data, "train"), settings.quant.calibration_sentences, settings.train.seed
     )
-    int8 = quantize_static_qdq(
-        fp32, out / "onnx", tokenizer, calibration, len(labels), settings.quant.calibration_length
+    int8 = quantize_variant(
+        INT8, fp32, out / "onnx", Calibration(tokenizer, calibration, len(labels), settings.quant.calibration_length)
     )
     test = subsample(load_split(settings.data, "test"), settings.max_eval_sentences, settings.train.seed)
     predictor = onnx_predictor(int8, settings.threads)
@@ -169,30 +169,25 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ner-prune-sweep", description=__doc__.split("\n\n")[0])
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", type=Path, default=None, help="fine-tuned model (default: $ARTIFACTS/model)")
     parser.add_argument("--levels", nargs="+", default=list(DEFAULT_LEVELS), help="PRUNE specs, one per level")
     parser.add_argument("--output", type=Path, default=None, help="default: $ARTIFACTS/prune")
     parser.add_argument("--remeasure", action="store_true", help="only redo the speed pass of an existing sweep")
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        settings = BuildSettings.from_env()
-        model_dir = args.model_dir or settings.artifacts / "model"
-        output = args.output or settings.artifacts / "prune"
-        if args.remeasure:
-            previous = json.loads((output / "report.json").read_text(encoding="utf-8"))
-            finish(settings, previous["levels"], model_dir, output, previous["seconds"])
-            path = output / "report.json"
-        else:
-            path = sweep(settings, model_dir, args.levels, output)
-    except NerTritonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = BuildSettings.from_env()
+    model_dir = args.model_dir or settings.artifacts / "model"
+    output = args.output or settings.artifacts / "prune"
+    if args.remeasure:
+        previous = json.loads((output / "report.json").read_text(encoding="utf-8"))
+        finish(settings, previous["levels"], model_dir, output, previous["seconds"])
+        path = output / "report.json"
+    else:
+        path = sweep(settings, model_dir, args.levels, output)
     print(path.with_suffix(".md").read_text(encoding="utf-8"))
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+main = Command("ner-prune-sweep", __doc__ or "", _add_arguments, _run).main

@@ -1,6 +1,9 @@
-"""INT8 quantization of the FP32 ONNX model with ONNX Runtime.
+"""INT8 quantization of the FP32 ONNX model with ONNX Runtime, one :class:`QuantRecipe` per target.
 
-Two variants:
+A recipe is data - the presets :meth:`QuantRecipe.cpu_qdq`, :meth:`QuantRecipe.tensorrt` and
+:meth:`QuantRecipe.dynamic`, as Optimum names its configurations after the target - and
+:func:`quantize` is the one function that applies any of them. :data:`RECIPES` says which recipe makes
+which variant of the registry (:mod:`ner_triton.variants`). Three variants:
 
 * ``onnx_int8`` - **static QDQ** (explicit quantization: QuantizeLinear/DequantizeLinear pairs,
   the form TensorRT builds INT8 engines from). Calibrated with min-max on training sentences
@@ -8,12 +11,12 @@ Two variants:
   MatMuls with a constant weight and the word-embedding Gather are quantized: LayerNorm, Softmax,
   GELU, residual Adds, the activation x activation attention MatMuls and the classifier stay in
   float, and so do the MatMuls named in ``QuantSettings.keep_float``.
-* ``onnx_int8_trt`` - static QDQ in the form TensorRT accepts (``symmetric=True``): int8
+* ``onnx_int8_trt`` - static QDQ in the form TensorRT accepts (the ``tensorrt`` recipe): int8
   activations with zero point 0, the embedding Gather float. Symmetric int8 cannot represent the
   one-sided GELU output that feeds each FFN output projection (half the range is wasted on values
   that never occur): quantizing those 6 MatMuls cost ~7.7 F1 points on validation, so they stay
-  float (:func:`gelu_output_matmuls`; -0.2 points then). The float parts are then converted to FP16
-  (:func:`quantize_tensorrt_int8`), so the engine runs INT8 GEMMs and FP16 elsewhere instead of FP32.
+  float (:func:`gelu_output_matmuls`; -0.2 points then). The float parts are then converted to FP16,
+  so the engine runs INT8 GEMMs and FP16 elsewhere instead of FP32.
   TensorRT builds its INT8 engine from this file; ONNX Runtime scores it on the CPU, so every build
   reports what the GPU engine's quantization costs before a GPU is involved.
 * ``onnx_int8_dynamic`` - ONNX Runtime's dynamic quantization (weights int8 per channel,
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,9 @@ import onnx
 
 from ner_triton.alignment import encode_texts
 from ner_triton.data import Sentence
-from ner_triton.schema import ATTENTION_MASK, CASING_IDS, INPUT_IDS, ONNX_INT8, ONNX_INT8_DYNAMIC, ONNX_INT8_TRT
+from ner_triton.pipeline.fp16 import convert_to_fp16
+from ner_triton.schema import ATTENTION_MASK, CASING_IDS, INPUT_IDS
+from ner_triton.variants import INT8, INT8_DYNAMIC, TRT, Variant
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +191,126 @@ def smooth_quant(
     return output
 
 
+@dataclass(frozen=True)
+class QuantRecipe:
+    """How one INT8 form is made. Use a preset; each field is one decision, named for what it does."""
+
+    name: str
+    static: bool  # calibrated QDQ (False: ONNX Runtime's dynamic quantization, weights only ahead of time)
+    activation_symmetric: bool = False  # int8 activations with zero point 0 (TensorRT accepts nothing else)
+    quantize_embedding_gather: bool = True  # the word-embedding table in int8 too
+    keep_gelu_matmuls_float: bool = False  # symmetric int8 wastes half its range on GELU's one-sided output
+    float_parts_fp16: bool = False  # what stays float runs in FP16 (a GPU engine's "FP16 high precision")
+
+    @classmethod
+    def cpu_qdq(cls) -> QuantRecipe:
+        """ONNX Runtime on a CPU: uint8 asymmetric activations, int8 per-channel weights, Gather quantized."""
+        return cls("cpu_qdq", static=True)
+
+    @classmethod
+    def tensorrt(cls) -> QuantRecipe:
+        """TensorRT's explicit quantization: symmetric int8, Gather and GELU-fed MatMuls float, float parts FP16."""
+        return cls(
+            "tensorrt",
+            static=True,
+            activation_symmetric=True,
+            quantize_embedding_gather=False,
+            keep_gelu_matmuls_float=True,
+            float_parts_fp16=True,
+        )
+
+    @classmethod
+    def dynamic(cls) -> QuantRecipe:
+        """ONNX Runtime dynamic INT8: per-channel int8 weights, activations quantized on the fly."""
+        return cls("dynamic", static=False)
+
+
+# Which recipe makes which variant of the registry.
+RECIPES: dict[str, QuantRecipe] = {
+    INT8.key: QuantRecipe.cpu_qdq(),
+    TRT.key: QuantRecipe.tensorrt(),
+    INT8_DYNAMIC.key: QuantRecipe.dynamic(),
+}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What static recipes calibrate on: real sentences padded to one length, and the model's label count."""
+
+    tokenizer: Any
+    sentences: Sequence[Sentence]
+    num_labels: int
+    length: int
+    keep_float: tuple[str, ...] = ()  # MatMul names (or substrings) kept in float on top of the recipe's
+    smooth_alpha: float | None = None  # SmoothQuant before quantizing (None: off)
+
+
+def quantize(recipe: QuantRecipe, fp32_path: Path, output: Path, calibration: Calibration | None = None) -> Path:
+    """Apply ``recipe`` to the FP32 model; writes ``output`` and returns it."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if not recipe.static:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(fp32_path), str(output), per_channel=True, weight_type=QuantType.QInt8)
+        return output
+    if calibration is None:
+        raise ValueError(f"the {recipe.name} recipe is static: it needs calibration data")
+    staged = output.with_name(f"fp32_{output.name}") if recipe.float_parts_fp16 else output
+    _static_qdq(recipe, fp32_path, staged, calibration)
+    if recipe.float_parts_fp16:
+        convert_to_fp16(staged, output)
+        staged.unlink()
+    return output
+
+
+def quantize_variant(variant: Variant, fp32_path: Path, output_dir: Path, calibration: Calibration) -> Path:
+    """``variant``'s file (``output_dir/variant.onnx_file``) by its recipe in :data:`RECIPES`."""
+    return quantize(RECIPES[variant.key], fp32_path, output_dir / variant.onnx_file, calibration)
+
+
+def _static_qdq(recipe: QuantRecipe, fp32_path: Path, out: Path, calibration: Calibration) -> Path:
+    """Static QDQ model calibrated with min-max on ``calibration``; with ``smooth_alpha`` the float model is
+    first smoothed (:func:`smooth_quant`) on the same data."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    model = onnx.load(str(fp32_path))
+    inputs = [i.name for i in model.graph.input]
+    reader = PaddedCalibrationReader(calibration.tokenizer, [s.text for s in calibration.sentences],
+                                     calibration.length, inputs)  # fmt: skip
+    keep_float = calibration.keep_float
+    if recipe.keep_gelu_matmuls_float:
+        keep_float = (*keep_float, *gelu_output_matmuls(model))
+    nodes, kept = static_plan(model, calibration.num_labels, keep_float, gathers=recipe.quantize_embedding_gather)
+    source = fp32_path
+    if calibration.smooth_alpha is not None:
+        matmuls = [n for n in nodes if n in set(weight_matmuls(model))]
+        source = smooth_quant(
+            fp32_path, reader, matmuls, calibration.smooth_alpha, out.with_name(f"smoothed_{out.name}")
+        )
+    log.info("%s: %d nodes quantized, %d weight MatMuls kept in float: %s", recipe.name, len(nodes), len(kept), kept)
+    quantize_static(
+        str(source),
+        str(out),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul", "Gather"] if recipe.quantize_embedding_gather else ["MatMul"],
+        nodes_to_quantize=nodes,
+        per_channel=True,
+        reduce_range=False,
+        activation_type=QuantType.QInt8 if recipe.activation_symmetric else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={
+            "ActivationSymmetric": recipe.activation_symmetric,
+            "WeightSymmetric": True,
+            "MatMulConstBOnly": True,
+        },
+    )
+    if source != fp32_path:
+        source.unlink()
+    return out
+
+
 def quantize_static_qdq(
     fp32_path: Path,
     output_dir: Path,
@@ -193,78 +319,8 @@ def quantize_static_qdq(
     num_labels: int,
     length: int,
     keep_float: Sequence[str] = (),
-    name: str = ONNX_INT8,
-    smooth_alpha: float | None = None,
-    symmetric: bool = False,
-) -> Path:
-    """Static INT8 QDQ model calibrated on ``calibration`` sentences; returns the path written.
-
-    With ``smooth_alpha`` the float model is first smoothed (:func:`smooth_quant`) on the same
-    calibration data, then quantized. ``symmetric=True`` writes the TensorRT form: int8
-    activations with zero point 0 (TensorRT accepts only symmetric quantization), no quantized
-    Gather, and the GELU-fed MatMuls kept float.
-    """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model = onnx.load(str(fp32_path))
-    inputs = [i.name for i in model.graph.input]
-    reader = PaddedCalibrationReader(tokenizer, [s.text for s in calibration], length, inputs)
-    if symmetric:
-        keep_float = (*keep_float, *gelu_output_matmuls(model))
-    quantize, kept = static_plan(model, num_labels, keep_float, gathers=not symmetric)
-    source = fp32_path
-    if smooth_alpha is not None:
-        matmuls = [n for n in quantize if n in set(weight_matmuls(model))]
-        source = smooth_quant(fp32_path, reader, matmuls, smooth_alpha, output_dir / f"smoothed_{name}")
-    out = output_dir / name
-    log.info("static QDQ: %d nodes quantized, %d weight MatMuls kept in float: %s", len(quantize), len(kept), kept)
-    quantize_static(
-        str(source),
-        str(out),
-        reader,
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul"] if symmetric else ["MatMul", "Gather"],
-        nodes_to_quantize=quantize,
-        per_channel=True,
-        reduce_range=False,
-        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "MatMulConstBOnly": True},
-    )
-    if source != fp32_path:
-        source.unlink()
-    return out
-
-
-def quantize_tensorrt_int8(
-    fp32_path: Path,
-    output_dir: Path,
-    tokenizer: Any,
-    calibration: Sequence[Sentence],
-    num_labels: int,
-    length: int,
-    keep_float: Sequence[str] = (),
     smooth_alpha: float | None = None,
 ) -> Path:
-    """The TensorRT INT8 form: symmetric static QDQ (:func:`quantize_static_qdq`), float parts in FP16."""
-    from ner_triton.gpu.fp16 import convert_to_fp16
-
-    staged = quantize_static_qdq(
-        fp32_path, output_dir, tokenizer, calibration, num_labels, length, keep_float,
-        name=f"fp32_{ONNX_INT8_TRT}", smooth_alpha=smooth_alpha, symmetric=True,
-    )  # fmt: skip
-    out = convert_to_fp16(staged, output_dir / ONNX_INT8_TRT)
-    staged.unlink()
-    return out
-
-
-def quantize_dynamic_int8(fp32_path: Path, output_dir: Path, name: str = ONNX_INT8_DYNAMIC) -> Path:
-    """ONNX Runtime dynamic INT8 (per-channel int8 weights); returns the path written."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    out = output_dir / name
-    quantize_dynamic(str(fp32_path), str(out), per_channel=True, weight_type=QuantType.QInt8)
-    return out
+    """The CPU static QDQ model (``cpu_qdq`` recipe) as ``output_dir/model_int8.onnx``; returns its path."""
+    calib = Calibration(tokenizer, calibration, num_labels, length, tuple(keep_float), smooth_alpha)
+    return quantize_variant(INT8, fp32_path, output_dir, calib)

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ner_triton.errors import ConfigError, NerTritonError, ServerError
-from ner_triton.logs import setup_logging
+from ner_triton.cli import Command
+from ner_triton.errors import ConfigError, ServerError
+from ner_triton.variants import VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +221,10 @@ def check_repository(repository: Path) -> list[str]:
     if not models:
         raise ServerError(f"model repository {repository} holds no model: run `make build` first.")
     missing = [
-        str(p.parent / "<version>" / "model.onnx")
-        for p in repository.glob("ner_bert_*/config.pbtxt")
-        if not any(d.name.isdigit() and (d / "model.onnx").is_file() for d in p.parent.iterdir())
+        str(p.parent / "<version>" / v.served_file)
+        for v in VARIANTS.values()
+        if (p := repository / v.triton_name / "config.pbtxt").is_file()
+        and not any(d.name.isdigit() and (d / v.served_file).is_file() for d in p.parent.iterdir())
     ]
     if missing:
         raise ServerError(
@@ -404,32 +406,27 @@ def stop_background(settings: ServerSettings, timeout: float = 20.0) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ner-serve", description=__doc__.split("\n\n")[0])
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["start", "stop", "status"])
     parser.add_argument(
         "--repository", type=Path, help="model repository (default: $MODEL_REPOSITORY or model_repository)"
     )
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        settings = ServerSettings.from_env()
-        if args.repository:
-            settings = replace(settings, repository=args.repository)
-        if args.action == "start":
-            pid = start_background(settings)
-            print(f"tritonserver running (pid {pid}): grpc {settings.grpc_url}, http {settings.http_url}")
-        elif args.action == "stop":
-            print("tritonserver stopped" if stop_background(settings) else "no tritonserver was running")
-        else:
-            ready = is_ready(settings)
-            print(f"tritonserver at {settings.http_url}: {'ready' if ready else 'not ready'}")
-            return 0 if ready else 1
-    except NerTritonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = ServerSettings.from_env()
+    if args.repository:
+        settings = replace(settings, repository=args.repository)
+    if args.action == "start":
+        pid = start_background(settings)
+        print(f"tritonserver running (pid {pid}): grpc {settings.grpc_url}, http {settings.http_url}")
+    elif args.action == "stop":
+        print("tritonserver stopped" if stop_background(settings) else "no tritonserver was running")
+    else:
+        ready = is_ready(settings)
+        print(f"tritonserver at {settings.http_url}: {'ready' if ready else 'not ready'}")
+        return 0 if ready else 1
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+main = Command("ner-serve", __doc__ or "", _add_arguments, _run).main

@@ -7,7 +7,7 @@ ports, and CoNLL-2003 test sentences are sent one per request at concurrency 1 a
 concurrency. The table gives throughput, latency percentiles and the executed batch size, side by
 side in one run (absolute times drift on shared machines; compare rows, not runs).
 
-    python -m ner_triton.serving.tuning --artifacts artifacts     # or: make tune-batching
+    ner-tune-batching --artifacts artifacts     # or: make tune-batching
 """
 
 from __future__ import annotations
@@ -15,22 +15,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from ner_triton.bench.served_eval import evaluate_served
+from ner_triton.cli import Command
 from ner_triton.data import Sentence, load_split
-from ner_triton.errors import NerTritonError
-from ner_triton.logs import setup_logging
+from ner_triton.repository.install import install_artifacts, settings_for_model
 from ner_triton.repository.model_configs import BatchingSettings
-from ner_triton.repository.writer import install_artifacts, settings_for_model, write_configs
+from ner_triton.repository.render import write_configs
 from ner_triton.schema import MODEL_DIR
-from ner_triton.serving.served_eval import evaluate_served
 from ner_triton.serving.server import ServerSettings, TritonServer
 from ner_triton.settings import default_data
+from ner_triton.variants import INT8
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def measure(
     concurrency: Sequence[int],
     workdir: Path,
 ) -> dict[str, Any]:
-    settings = replace(settings_for_model(artifacts / MODEL_DIR), batching=batching, variants=("int8",))
+    settings = replace(settings_for_model(artifacts / MODEL_DIR), batching=batching, variants=(INT8,))
     repo = workdir / "repository"
     write_configs(settings, repo)
     install_artifacts(settings, artifacts, repo)
@@ -79,25 +79,21 @@ def measure(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ner-tune-batching", description=__doc__.split("\n\n")[0])
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--data", default=None)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--only", nargs="*", choices=sorted(CANDIDATES), default=None)
     parser.add_argument("--output", type=Path, default=None)
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        sentences = load_split(args.data or default_data(), "test")
-        results = {}
-        for name in args.only or CANDIDATES:
-            with tempfile.TemporaryDirectory(prefix=f"tune-{name}-") as tmp:
-                results[name] = measure(args.artifacts, CANDIDATES[name], sentences, args.concurrency, Path(tmp))
-            log.info("%s: %s", name, json.dumps({k: v for k, v in results[name].items() if k != "batching"}))
-    except NerTritonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    sentences = load_split(args.data or default_data(), "test")
+    results = {}
+    for name in args.only or CANDIDATES:
+        with tempfile.TemporaryDirectory(prefix=f"tune-{name}-") as tmp:
+            results[name] = measure(args.artifacts, CANDIDATES[name], sentences, args.concurrency, Path(tmp))
+        log.info("%s: %s", name, json.dumps({k: v for k, v in results[name].items() if k != "batching"}))
     text = json.dumps(results, indent=2)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -106,5 +102,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+main = Command("ner-tune-batching", __doc__ or "", _add_arguments, _run).main

@@ -1,6 +1,6 @@
 """Triton python-backend adapter of ``ner_bert_*``: ONNX Runtime over a ragged dynamic batch.
 
-The logic is ner_triton.serving.steps.BertRunner (requests grouped by length, padded, run); bad
+The logic is ner_triton.runtime.steps.BertRunner (requests grouped by length, padded, run); bad
 requests get their own error response and the good requests of the same batch are still run.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from ner_triton.errors import InvalidInputError
-from ner_triton.schema import LOGITS
-from ner_triton.serving.steps import BertRunner
+from ner_triton.runtime.steps import BertRunner
+from ner_triton.schema import LOGITS, ONNX_MODEL_FILE
 
 
 class TritonPythonModel:
@@ -23,7 +23,7 @@ class TritonPythonModel:
         threads = int(os.environ.get("NER_ORT_THREADS", params.get("threads", "1")))
         max_padding = float(params.get("max_padding", "0.25"))
         spinning = params.get("spinning", "1") != "0"
-        self.runner = BertRunner(here / params.get("onnx_file", "model.onnx"), threads, max_padding, spinning)
+        self.runner = BertRunner(here / params.get("onnx_file", ONNX_MODEL_FILE), threads, max_padding, spinning)
         self.logger = pb_utils.Logger
 
     def execute(self, requests):

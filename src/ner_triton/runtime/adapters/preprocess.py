@@ -1,4 +1,4 @@
-"""Triton python-backend adapter of ``ner_preprocess``; the logic is ner_triton.serving.steps.Preprocessor."""
+"""Triton python-backend adapter of ``ner_preprocess``; the logic is ner_triton.runtime.steps.Preprocessor."""
 
 import json
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from ner_triton.errors import InvalidInputError
+from ner_triton.runtime.steps import Limits, Preprocessor
 from ner_triton.schema import TEXT, TOKENIZER_DIR
-from ner_triton.serving.steps import Limits, Preprocessor
 
 
 class TritonPythonModel:

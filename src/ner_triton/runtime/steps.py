@@ -1,6 +1,6 @@
 """The logic of the three python-backend steps, on numpy arrays, testable without Triton.
 
-``model.py`` files in the model repository are thin adapters around these classes. Each step
+The adapters (:mod:`ner_triton.runtime.adapters`) are thin wrappers around these classes. Each step
 raises :class:`~ner_triton.errors.InvalidInputError` for a bad request; the adapter turns it into
 an error response for that request only.
 """
@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,6 +18,10 @@ from ner_triton.alignment import encode_windows
 from ner_triton.decoding import decode_entities
 from ner_triton.errors import InvalidInputError
 from ner_triton.labels import LabelMap
+from ner_triton.runtime.graph import lookup_table_rows
+from ner_triton.runtime.limits import Limits
+from ner_triton.runtime.session import onnx_session
+from ner_triton.runtime.tokenizer import TokenizerFile
 from ner_triton.schema import (
     ATTENTION_MASK,
     CASING_IDS,
@@ -32,49 +34,6 @@ from ner_triton.schema import (
 )
 
 _ALLOWED_CONTROL = {"\t", "\n", "\r"}
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may hold. Long texts are split into windows, not truncated."""
-
-    max_texts: int = 64
-    max_text_bytes: int = 100_000
-    max_windows: int = 64
-    max_length: int = 128
-    stride: int = 32
-    # Sequence lengths a request's windows are padded up to (e.g. 16,32,64,128), so requests of one
-    # bucket have equal shapes and a non-ragged backend (TensorRT) batches them; () = pad to the longest.
-    buckets: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        if min(self.max_texts, self.max_text_bytes, self.max_windows) <= 0:
-            raise ValueError(f"limits must be positive: {self}")
-        if not 0 <= self.stride < self.max_length - 2:
-            raise ValueError(f"stride={self.stride} must be in [0, max_length - 2)")
-        if self.buckets and (list(self.buckets) != sorted(set(self.buckets)) or self.buckets[-1] < self.max_length):
-            raise ValueError(f"buckets={self.buckets} must ascend and end at >= max_length={self.max_length}")
-
-    @classmethod
-    def from_parameters(cls, params: dict[str, str]) -> Limits:
-        """From Triton config ``parameters`` (string values); missing keys keep defaults."""
-        known: dict[str, object] = {
-            k: int(v) for k, v in params.items() if k in cls.__dataclass_fields__ and k != "buckets"
-        }
-        if "buckets" in params:
-            known["buckets"] = tuple(int(b) for b in params["buckets"].split(",") if b.strip())
-        return cls(**known)  # type: ignore[arg-type]
-
-    def to_parameters(self) -> dict[str, str]:
-        """The inverse of :meth:`from_parameters`."""
-        out = {k: str(v) for k, v in vars(self).items() if k != "buckets"}
-        if self.buckets:
-            out["buckets"] = ",".join(map(str, self.buckets))
-        return out
-
-    def padded_length(self, length: int) -> int:
-        """``length`` rounded up to the smallest bucket that holds it (itself without buckets)."""
-        return next((b for b in self.buckets if b >= length), length)
 
 
 def decode_texts(raw: np.ndarray, limits: Limits) -> list[str]:
@@ -117,9 +76,7 @@ class Preprocessor:
     """TEXT -> windows of token ids, attention mask, casing ids, plus what postprocess needs."""
 
     def __init__(self, tokenizer_dir: Path, limits: Limits) -> None:
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), use_fast=True)
+        self.tokenizer = TokenizerFile(tokenizer_dir)
         self.limits = limits
 
     def __call__(self, raw: np.ndarray) -> dict[str, np.ndarray]:
@@ -160,8 +117,6 @@ class BertRunner:
     each group padded to its longest and run once, logits split back per request."""
 
     def __init__(self, onnx_path: Path, threads: int, max_padding: float = 0.25, spinning: bool = True) -> None:
-        from ner_triton.pipeline.evaluate import onnx_session
-
         self.session = onnx_session(onnx_path, threads, spinning)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.table_rows = lookup_table_rows(onnx_path, self.input_names)
@@ -201,26 +156,6 @@ class BertRunner:
                 out[i] = np.ascontiguousarray(logits[row : row + rows, :k])
                 row += rows
         return out
-
-
-def lookup_table_rows(onnx_model: Path | Any, input_names: Sequence[str]) -> dict[str, int]:
-    """Rows of the embedding table each id input indexes (``input_ids`` -> vocabulary size), read from
-    the graph (a path or a loaded ``ModelProto``): a ``Gather`` on a constant table, or on the
-    ``DequantizeLinear`` of one (INT8)."""
-    import onnx
-
-    model = onnx.load(str(onnx_model)) if isinstance(onnx_model, Path) else onnx_model
-    dims = {i.name: list(i.dims) for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    out = {}
-    for node in model.graph.node:
-        if node.op_type == "Gather" and node.input[1] in input_names:
-            table = node.input[0]
-            if table not in dims and table in producer and producer[table].op_type == "DequantizeLinear":
-                table = producer[table].input[0]
-            if table in dims:
-                out[node.input[1]] = dims[table][0]
-    return out
 
 
 def length_groups(shapes: Sequence[tuple[int, ...]], max_padding: float) -> list[list[int]]:

@@ -1,12 +1,12 @@
-"""Triton python-backend adapter of ``ner_postprocess``; the logic is ner_triton.serving.steps.Postprocessor."""
+"""Triton python-backend adapter of ``ner_postprocess``; the logic is ner_triton.runtime.steps.Postprocessor."""
 
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
 from ner_triton.labels import LabelMap
+from ner_triton.runtime.steps import Postprocessor
 from ner_triton.schema import ENTITIES, LABELS_FILE, LOGITS, OFFSETS, OWNED, TEXT, TEXT_INDEX, WORD_IDS
-from ner_triton.serving.steps import Postprocessor
 
 TENSORS = (LOGITS, OFFSETS, WORD_IDS, OWNED, TEXT_INDEX)
 

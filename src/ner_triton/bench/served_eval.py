@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ner_triton.cli import Command
 from ner_triton.client import NerClient
 from ner_triton.data import Sentence, load_split
 from ner_triton.decoding import spans_to_token_tags
-from ner_triton.errors import NerTritonError
-from ner_triton.logs import setup_logging
 from ner_triton.pipeline.evaluate import score_tags
-from ner_triton.schema import BERT_PREFIX, ENSEMBLE
+from ner_triton.repository.model_configs import bert_step_of
+from ner_triton.schema import ENSEMBLE
 from ner_triton.settings import default_data
 
 log = logging.getLogger(__name__)
@@ -47,14 +47,6 @@ def model_counts(client: NerClient, model: str) -> tuple[int, int, dict[str, int
         for phase, value in s.get("inference_stats", {}).items():
             phases[phase] = phases.get(phase, 0) + int(value.get("ns", 0))
     return inference, execution, phases
-
-
-def bert_step_of(ensemble: str) -> str:
-    """The BERT step an ensemble calls (``ner`` -> ``ner_bert_int8``, ``ner_fp32`` -> ``ner_bert_fp32``)."""
-    from ner_triton.repository.model_configs import RepositorySettings
-
-    variant = RepositorySettings().variants[0] if ensemble == ENSEMBLE else ensemble.removeprefix(f"{ENSEMBLE}_")
-    return BERT_PREFIX + variant
 
 
 def evaluate_served(
@@ -82,7 +74,7 @@ def evaluate_served(
         ends = [s + len(t) for s, t in zip(starts, sentence.tokens, strict=True)]
         return spans_to_token_tags(entities, starts, ends)
 
-    bert = bert_step_of(model)
+    bert = bert_step_of(model).triton_name
     with NerClient(url, model, timeout_s) as admin:
         inf0, exe0, ph0 = model_counts(admin, bert)
         t0 = time.perf_counter()
@@ -114,8 +106,7 @@ def evaluate_served(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ner-eval-served", description=__doc__.split("\n\n")[0])
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="127.0.0.1:8001")
     parser.add_argument("--model", default=ENSEMBLE)
     parser.add_argument("--data", default=None, help="CoNLL-2003 directory (default: $DATA or the shared copy)")
@@ -124,18 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     parser.add_argument("--report", type=Path, default=None, help="build report.json to compare with")
     parser.add_argument("--output", type=Path, default=None, help="write the result as JSON here")
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        import os
 
-        sentences = load_split(args.data or os.environ.get("DATA") or default_data(), args.split)[: args.limit]
-        result = evaluate_served(args.url, sentences, args.model, args.concurrency)
-    except NerTritonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def _run(args: argparse.Namespace) -> int:
+    sentences = load_split(args.data or os.environ.get("DATA") or default_data(), args.split)[: args.limit]
+    result = evaluate_served(args.url, sentences, args.model, args.concurrency)
     if args.report and args.report.is_file():
-        variant = "onnx_fp32" if args.model.endswith("fp32") else "onnx_int8"
+        variant = bert_step_of(args.model).report_key
         in_process = json.loads(args.report.read_text(encoding="utf-8"))["variants"][variant]["f1"]
         result["in_process"] = {
             "variant": variant,
@@ -150,5 +136,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+main = Command("ner-eval-served", __doc__ or "", _add_arguments, _run).main

@@ -1,1 +1,0 @@
-"""python-backend ``model.py`` adapters, copied into the model repository by the writer."""
