@@ -55,7 +55,7 @@ class QuantSettings:
     # Extra MatMul nodes kept in float because they are the most sensitive (names or substrings).
     keep_float: tuple[str, ...] = ()
     # SmoothQuant alpha (e.g. 0.5) applied before static quantization; None = off (it did not help
-    # all-MiniLM-L6-v2 on CoNLL-2003: see README, "INT8").
+    # all-MiniLM-L6-v2 on CoNLL-2003: see docs/int8.md).
     smooth_alpha: float | None = None
 
     def __post_init__(self) -> None:

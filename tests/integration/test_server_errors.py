@@ -55,7 +55,7 @@ def test_model_that_fails_to_load_shows_tritons_reason(tmp_path: Path, repositor
 
 def test_cli_prints_one_line_error_not_a_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "ner_triton.serving.server", "start", "--repository", str(tmp_path / "nothing")],
+        [str(Path(sys.executable).parent / "ner-serve"), "start", "--repository", str(tmp_path / "nothing")],
         capture_output=True,
         text=True,
         timeout=60,

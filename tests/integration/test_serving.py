@@ -146,7 +146,7 @@ def test_cli_prints_json(server: ServerSettings) -> None:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "ner_triton.client_cli", "--url", server.grpc_url, "--json", SENTENCES[1]],
+        [str(Path(sys.executable).parent / "ner-client"), "--url", server.grpc_url, "--json", SENTENCES[1]],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,7 +1,7 @@
 """Start and stop a real ``tritonserver`` (the one bundled in the ``nvidia-pytriton`` wheel).
 
 The wheel carries a complete server with the python backend. What it needs to run here (see
-README, "Serving"): the python backend stub for the running Python copied next to the backend,
+docs/serving.md): the python backend stub for the running Python copied next to the backend,
 and this virtual environment's ``bin/`` first on ``PATH`` so the stub finds our site-packages.
 
 ``ner-serve start`` launches the server in the background on loopback, waits until it is ready
