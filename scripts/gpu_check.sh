@@ -18,7 +18,5 @@ if ! "$PY" -c "import tensorrt, pycuda" 2>/dev/null; then
 fi
 ARTIFACTS=${ARTIFACTS:-artifacts}
 test -f "$ARTIFACTS/onnx/model_int8_trt.onnx" || { echo "error: $ARTIFACTS/onnx/model_int8_trt.onnx missing: run make build" >&2; exit 2; }
-GPU_CHECK=$(dirname "$PY")/ner-gpu-check
-[ -x "$GPU_CHECK" ] || GPU_CHECK=ner-gpu-check
-exec "$GPU_CHECK" --artifacts "$ARTIFACTS" --output "${OUTPUT:-$ARTIFACTS/gpu}" \
+exec "$PY" -m ner_triton.gpu.check --artifacts "$ARTIFACTS" --output "${OUTPUT:-$ARTIFACTS/gpu}" \
   ${DATA:+--data "$DATA"} ${TRITON_URL:+--triton-url "$TRITON_URL"} "$@"

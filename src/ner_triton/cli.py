@@ -63,6 +63,7 @@ class Command:
         args = parser.parse_args(argv)
         setup_logging(getattr(logging, args.log_level))
         args.parser = parser  # for commands that report a usage error themselves (parser.error)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # as given, for reports that record the command
         try:
             return int(self.run(args) or EXIT_OK)
         except NerTritonError as exc:

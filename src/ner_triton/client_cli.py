@@ -69,3 +69,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 main = Command("ner-client", "Named entities of texts, from the Triton service.", _add_arguments, _run).main
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

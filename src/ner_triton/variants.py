@@ -114,20 +114,6 @@ def get(key: str) -> Variant:
         raise ConfigError(f"unknown model variant {key!r}: use one of {sorted(VARIANTS)}.") from None
 
 
-def by_report_key(report_key: str) -> Variant:
-    for v in VARIANTS.values():
-        if v.report_key == report_key:
-            return v
-    raise ConfigError(f"no variant has report key {report_key!r}: known {[v.report_key for v in VARIANTS.values()]}.")
-
-
-def by_triton_name(name: str) -> Variant:
-    for v in VARIANTS.values():
-        if v.triton_name == name:
-            return v
-    raise ConfigError(f"no variant is served as {name!r}: known {[v.triton_name for v in VARIANTS.values()]}.")
-
-
 def gated() -> tuple[Variant, ...]:
     """The variants the build's accuracy gate covers (the INT8 forms a CPU deployment serves)."""
     return tuple(v for v in VARIANTS.values() if v.gated)

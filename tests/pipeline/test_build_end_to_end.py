@@ -148,13 +148,15 @@ def test_smoothquant_keeps_the_float_function_and_quantizes(built: Path, tmp_pat
     from ner_triton.data import load_split
     from ner_triton.modeling import load_tokenizer
     from ner_triton.pipeline.quantize import (
+        Calibration,
         PaddedCalibrationReader,
-        quantize_static_qdq,
+        quantize_variant,
         smooth_quant,
         static_plan,
         weight_matmuls,
     )
     from ner_triton.runtime.session import onnx_session
+    from ner_triton.variants import INT8
 
     fp32 = built / "onnx" / "model_fp32.onnx"
     model = onnx.load(str(fp32))
@@ -170,7 +172,7 @@ def test_smoothquant_keeps_the_float_function_and_quantizes(built: Path, tmp_pat
     ops = [n.op_type for n in onnx.load(str(smoothed)).graph.node]
     assert ops.count("Mul") > [n.op_type for n in model.graph.node].count("Mul")
     calibration = load_split(str(conll_dir), "train")[:16]
-    out = quantize_static_qdq(fp32, tmp_path, tokenizer, calibration, 9, 32, smooth_alpha=0.5)
+    out = quantize_variant(INT8, fp32, tmp_path, Calibration(tokenizer, calibration, 9, 32, smooth_alpha=0.5))
     assert out.is_file() and not (tmp_path / f"smoothed_{out.name}").exists()
 
 

@@ -17,7 +17,8 @@ from ner_triton.decoding import Entity, decode_entities, spans_to_token_tags
 from ner_triton.errors import InvalidInputError
 from ner_triton.labels import LabelMap
 from ner_triton.modeling import load_tokenizer
-from ner_triton.runtime.steps import BertRunner, Limits, Postprocessor, Preprocessor, decode_texts, length_groups
+from ner_triton.runtime.bert import BertRunner, length_groups
+from ner_triton.runtime.steps import Limits, Postprocessor, Preprocessor, decode_texts
 from ner_triton.schema import ATTENTION_MASK, CASING_IDS, INPUT_IDS, LOGITS, OWNED, TEXT_INDEX
 from support import TinyBuild
 
@@ -191,3 +192,16 @@ def test_runtime_tokenizer_names_a_missing_tokenizer_file(tmp_path: Path) -> Non
 
     with pytest.raises(ModelLoadError, match=r"tokenizer.json is missing.*make build"):
         TokenizerFile(tmp_path)
+
+
+def test_runtime_tokenizer_takes_special_tokens_from_the_tokenizer_config(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """transformers 5 writes the special tokens only into tokenizer_config.json: that file names them."""
+    import shutil
+
+    from ner_triton.runtime.tokenizer import TokenizerFile
+
+    shutil.copy2(tiny_model_dir / "tokenizer.json", tmp_path / "tokenizer.json")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"cls_token": "[SEP]", "sep_token": "[CLS]"}))
+    swapped = TokenizerFile(tmp_path)
+    plain = TokenizerFile(tiny_model_dir)
+    assert (swapped.cls_token_id, swapped.sep_token_id) == (plain.sep_token_id, plain.cls_token_id)

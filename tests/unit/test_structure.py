@@ -146,22 +146,34 @@ def test_runtime_imports_only_the_shared_core() -> None:
     assert not any(wrong.values()), wrong
 
 
-def test_runtime_loads_in_a_fresh_interpreter_without_heavy_modules() -> None:
-    """What a python-backend stub loads: every runtime module, adapters included (with the real
-    ``triton_python_backend_utils`` of the bundled python backend on the path)."""
+def loaded_by(modules: list[str], watch: tuple[str, ...]) -> list[str]:
+    """The modules among ``watch`` (and their submodules) that importing ``modules`` in a fresh interpreter
+    loads, with the bundled python backend's real ``triton_python_backend_utils`` on the path (as in a stub)."""
     pytriton = pytest.importorskip("pytriton")
     backend = Path(pytriton.__file__).parent / "tritonserver" / "backends" / "python"
-    runtime = sorted(m for m in MODULES if m.startswith("ner_triton.runtime"))
     code = (
         "import importlib, json, sys\n"
         f"sys.path.insert(0, {str(backend)!r})\n"
-        f"for m in {runtime!r}: importlib.import_module(m)\n"
-        f"heavy = sorted(n for n in sys.modules if n.split('.')[0] in {HEAVY!r} or n.startswith({HEAVY!r}))\n"
-        "print(json.dumps(heavy))\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        f"watch = {watch!r}\n"
+        "print(json.dumps(sorted(n for n in sys.modules if n.split('.')[0] in watch or n.startswith(watch))))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert len(runtime) >= 8
-    assert json.loads(out.stdout) == [], f"the runtime loaded {out.stdout.strip()}"
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def test_runtime_loads_in_a_fresh_interpreter_without_heavy_modules() -> None:
+    """What a python-backend stub loads: every runtime module, adapters included."""
+    runtime = sorted(m for m in MODULES if m.startswith("ner_triton.runtime"))
+    assert len(runtime) >= 9
+    assert loaded_by(runtime, HEAVY) == []
+
+
+def test_tokenizer_and_postprocess_steps_need_no_onnx() -> None:
+    """The NGC server image runs the pre/post steps with numpy and tokenizers only (its BERT step is Triton's
+    onnxruntime or tensorrt backend): their adapters must load without onnx or onnxruntime."""
+    adapters = ["ner_triton.runtime.adapters.preprocess", "ner_triton.runtime.adapters.postprocess"]
+    assert loaded_by(adapters, (*HEAVY, "onnx", "onnxruntime")) == []
 
 
 def test_every_console_script_goes_through_the_runner_with_help_and_version(
@@ -193,7 +205,7 @@ def test_no_decision_on_a_variant_by_matching_its_name() -> None:
     """Variants are looked up in the registry (ner_triton.variants), never recognized by a substring."""
     pattern = re.compile(
         r"""["'](fp32|int8|trt|onnx_\w+|ner_bert_\w*|ner_fp32)["']\s+(not\s+)?in\b"""
-        r"""|\.(endswith|startswith)\(\s*["'](fp32|int8|trt|onnx_|ner_bert|ner_|triton_|ort_)"""
+        r"""|\.(endswith|startswith)\(\s*["'](fp32|int8|trt|onnx|ner_bert|ner_|triton|ort|hf_)"""
         r"""|\.removeprefix\("""
     )
     hits = [

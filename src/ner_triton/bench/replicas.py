@@ -112,3 +112,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 main = Command("ner-replicas", __doc__ or "", _add_arguments, _run).main
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

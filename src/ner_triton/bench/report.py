@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ner_triton.bench.peers import PEERS, PeerKind
+
 log = logging.getLogger(__name__)
 
 JSON_NAME = "latest.json"
@@ -27,7 +29,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, p in peers.items():
-        at = f"concurrency {p['best_concurrency']}" if name.startswith("triton") else f"batch {p['best_batch_size']}"
+        at = (
+            f"concurrency {p['best_concurrency']}"
+            if PEERS[name].kind is PeerKind.TRITON_GRPC
+            else f"batch {p['best_batch_size']}"
+        )
         lines.append(
             f"| {name} | {p['throughput_sps']:.1f} | {at} | {p['p50_ms']:.2f} | {p['p95_ms']:.2f} | {p['p99_ms']:.2f} |"
         )
@@ -65,7 +71,7 @@ def plot(result: dict[str, Any], output: Path) -> list[Path]:
     peers = result["peers"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, (name, p) in enumerate(peers.items()):
-        if name.startswith("triton"):
+        if PEERS[name].kind is PeerKind.TRITON_GRPC:
             xs = [r["concurrency"] for r in p["runs"]]
             ax.plot(xs, [r["throughput_sps"] for r in p["runs"]], marker="o", color=f"C{k}", label=name)
         else:
@@ -82,7 +88,7 @@ def plot(result: dict[str, Any], output: Path) -> list[Path]:
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, (name, p) in enumerate(peers.items()):
-        if not name.startswith("triton"):
+        if PEERS[name].kind is not PeerKind.TRITON_GRPC:
             continue
         xs = [r["concurrency"] for r in p["runs"]]
         for q, style in (("p50_ms", "-"), ("p95_ms", "--"), ("p99_ms", ":")):

@@ -13,7 +13,6 @@ import logging
 import os
 import platform
 import random
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -186,9 +185,13 @@ def _run(args: argparse.Namespace) -> int:
         settings = replace(settings, concurrency=tuple(args.concurrency))
     if args.batch_sizes:
         settings = replace(settings, batch_sizes=tuple(args.batch_sizes))
-    path = bench(settings, command=" ".join(["ner-bench", *sys.argv[1:]]))
+    path = bench(settings, command=" ".join(["ner-bench", *args.argv]))
     print(path.with_suffix(".md").read_text(encoding="utf-8"))
     return 0
 
 
 main = Command("ner-bench", __doc__ or "", _add_arguments, _run).main
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

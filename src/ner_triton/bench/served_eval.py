@@ -137,3 +137,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 main = Command("ner-eval-served", __doc__ or "", _add_arguments, _run).main
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -103,3 +103,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 main = Command("ner-tune-batching", __doc__ or "", _add_arguments, _run).main
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -226,3 +226,7 @@ main = Command(
     _add_arguments,
     _run,
 ).main
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

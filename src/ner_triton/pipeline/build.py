@@ -161,3 +161,7 @@ main = Command(
     epilog="Settings from the environment: MODEL, DATA, ARTIFACTS, EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES,\n"
     "MODEL_REPOSITORY, CASING, SEED, LR, BATCH_SIZE, CALIB_SENTENCES, SMOOTHQUANT, MAX_F1_DROP, PRUNE (docs/build.md).",
 ).main
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -309,18 +309,3 @@ def _static_qdq(recipe: QuantRecipe, fp32_path: Path, out: Path, calibration: Ca
     if source != fp32_path:
         source.unlink()
     return out
-
-
-def quantize_static_qdq(
-    fp32_path: Path,
-    output_dir: Path,
-    tokenizer: Any,
-    calibration: Sequence[Sentence],
-    num_labels: int,
-    length: int,
-    keep_float: Sequence[str] = (),
-    smooth_alpha: float | None = None,
-) -> Path:
-    """The CPU static QDQ model (``cpu_qdq`` recipe) as ``output_dir/model_int8.onnx``; returns its path."""
-    calib = Calibration(tokenizer, calibration, num_labels, length, tuple(keep_float), smooth_alpha)
-    return quantize_variant(INT8, fp32_path, output_dir, calib)

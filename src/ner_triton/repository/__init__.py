@@ -1,1 +1,2 @@
-"""The Triton model repository: typed config builders and the writer that lays it out."""
+"""The Triton model repository: typed config builders (``model_configs``), the committed files (``render``),
+a build's outputs (``install``) and new versions while serving (``rollout``, ``ner-repository``)."""

@@ -58,7 +58,7 @@ class BatchingSettings:
     instances: int = 2
     threads: int = 1
     # Inside a dynamic batch, requests are run in groups of similar length; a group may be padded
-    # by at most this fraction of its real tokens (python backend only; see steps.length_groups).
+    # by at most this fraction of its real tokens (python backend only; see runtime.bert.length_groups).
     max_padding: float = 0.25
     # ONNX Runtime threads busy-wait for work by default; with several instances on few cores that
     # steals CPU from the instance that has work.

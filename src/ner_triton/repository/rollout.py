@@ -133,21 +133,20 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--layout",
         "--backend",
         dest="layout",
-        type=Layout.parse,
-        choices=list(Layout),
-        default=Layout.PYTHON,
-        metavar="{" + ",".join(x.value for x in Layout) + "}",
+        choices=[x.value for x in Layout],
+        default=Layout.PYTHON.value,
         help="BERT steps on the python backend (local server), Triton's onnxruntime backend (NGC container, "
         "CPU) or TensorRT (NGC container, GPU: configs only here; `ner-engine` builds the engine)",
     )
 
 
 def _run(args: argparse.Namespace) -> int:
-    repository = args.repository or args.layout.directory
+    layout = Layout(args.layout)
+    repository = args.repository or layout.directory
     if args.artifacts:
-        export_repository(args.artifacts, repository, args.layout)
+        export_repository(args.artifacts, repository, layout)
     else:
-        write_configs(RepositorySettings(), repository, args.layout)
+        write_configs(RepositorySettings(), repository, layout)
     print(f"model repository written: {repository}")
     return 0
 
@@ -158,3 +157,7 @@ main = Command(
     _add_arguments,
     _run,
 ).main
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

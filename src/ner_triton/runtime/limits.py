@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ner_triton.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -20,11 +22,11 @@ class Limits:
 
     def __post_init__(self) -> None:
         if min(self.max_texts, self.max_text_bytes, self.max_windows) <= 0:
-            raise ValueError(f"limits must be positive: {self}")
+            raise ConfigError(f"limits must be positive: {self}")
         if not 0 <= self.stride < self.max_length - 2:
-            raise ValueError(f"stride={self.stride} must be in [0, max_length - 2)")
+            raise ConfigError(f"stride={self.stride} must be in [0, max_length - 2)")
         if self.buckets and (list(self.buckets) != sorted(set(self.buckets)) or self.buckets[-1] < self.max_length):
-            raise ValueError(f"buckets={self.buckets} must ascend and end at >= max_length={self.max_length}")
+            raise ConfigError(f"buckets={self.buckets} must ascend and end at >= max_length={self.max_length}")
 
     @classmethod
     def from_parameters(cls, params: dict[str, str]) -> Limits:

@@ -3,7 +3,7 @@
 The build saves a Hugging Face fast tokenizer; its ``tokenizer.json`` holds the whole pipeline
 (normalizer, pre-tokenizer, model). Loading it with ``tokenizers`` alone keeps transformers (and the
 torch it may pull in) out of the python-backend stub, and gives the same ids, offsets and word ids
-(``tests/unit/test_structure.py`` compares the two on the real tokenizer).
+(``tests/unit/test_serving_steps.py`` compares the two on the real tokenizer).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from ner_triton.alignment import PlainEncoding
 from ner_triton.errors import ModelLoadError
 
 TOKENIZER_JSON = "tokenizer.json"
-SPECIAL_TOKENS_FILE = "special_tokens_map.json"
-# BERT's; used when the directory has no special_tokens_map.json.
-DEFAULT_SPECIAL = {"cls_token": "[CLS]", "sep_token": "[SEP]"}
+# Where transformers writes the special tokens: tokenizer_config.json (transformers 5 writes only this one),
+# special_tokens_map.json (older releases); the first that names a token wins.
+SPECIAL_TOKEN_FILES = ("tokenizer_config.json", "special_tokens_map.json")
+DEFAULT_SPECIAL = {"cls_token": "[CLS]", "sep_token": "[SEP]"}  # BERT's, when no file names them
 
 
 def _content(token: Any) -> str:
@@ -39,9 +40,10 @@ class TokenizerFile:
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         special = dict(DEFAULT_SPECIAL)
-        special_file = directory / SPECIAL_TOKENS_FILE
-        if special_file.is_file():
-            special.update(json.loads(special_file.read_text(encoding="utf-8")))
+        for name in reversed(SPECIAL_TOKEN_FILES):
+            if (directory / name).is_file():
+                found = json.loads((directory / name).read_text(encoding="utf-8"))
+                special.update({k: found[k] for k in DEFAULT_SPECIAL if found.get(k)})
         self.cls_token_id = self._id(_content(special["cls_token"]), path)
         self.sep_token_id = self._id(_content(special["sep_token"]), path)
 

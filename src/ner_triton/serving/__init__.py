@@ -1,1 +1,2 @@
-"""Serving: the logic of each Triton step (``steps``) and the local server launcher (``server``)."""
+"""The host side of a server: the local tritonserver launcher (``server``) and N replicas behind nginx
+(``replicas``). What runs inside Triton is :mod:`ner_triton.runtime`."""

@@ -1,6 +1,6 @@
 """Triton python-backend adapter of ``ner_bert_*``: ONNX Runtime over a ragged dynamic batch.
 
-The logic is ner_triton.runtime.steps.BertRunner (requests grouped by length, padded, run); bad
+The logic is ner_triton.runtime.bert.BertRunner (requests grouped by length, padded, run); bad
 requests get their own error response and the good requests of the same batch are still run.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from ner_triton.errors import InvalidInputError
-from ner_triton.runtime.steps import BertRunner
+from ner_triton.runtime.bert import BertRunner
 from ner_triton.schema import LOGITS, ONNX_MODEL_FILE
 
 

@@ -1,0 +1,85 @@
+"""The BERT step inside Triton: ONNX Runtime over the requests of one (ragged) dynamic batch.
+
+Each step raises :class:`~ner_triton.errors.InvalidInputError` for a bad request; the adapter turns it into
+an error response for that request only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ner_triton.errors import InvalidInputError
+from ner_triton.runtime.graph import lookup_table_rows
+from ner_triton.runtime.session import onnx_session
+from ner_triton.schema import ATTENTION_MASK, LOGITS
+
+
+class BertRunner:
+    """ONNX Runtime over the requests of one dynamic batch: grouped by length (:func:`length_groups`),
+    each group padded to its longest and run once, logits split back per request."""
+
+    def __init__(self, onnx_path: Path, threads: int, max_padding: float = 0.25, spinning: bool = True) -> None:
+        self.session = onnx_session(onnx_path, threads, spinning)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.table_rows = lookup_table_rows(onnx_path, self.input_names)
+        self.max_padding = max_padding
+
+    def validate(self, feed: dict[str, np.ndarray]) -> None:
+        shapes = {n: feed[n].shape for n in self.input_names}
+        first = feed[self.input_names[0]]
+        for name in self.input_names:
+            arr = feed[name]
+            if arr.dtype != np.int64:
+                raise InvalidInputError(f"{name} must be INT64, got {arr.dtype}.")
+            if arr.ndim != 2 or arr.shape != first.shape:
+                raise InvalidInputError(f"inputs must all have shape [batch, sequence]; got {shapes}.")
+            if name == ATTENTION_MASK and arr.size and (arr.min() < 0 or arr.max() > 1):
+                raise InvalidInputError(f"{ATTENTION_MASK} must hold only 0 and 1.")
+            rows = self.table_rows.get(name)
+            if rows is not None and arr.size and (arr.min() < 0 or arr.max() >= rows):
+                raise InvalidInputError(
+                    f"{name} holds values outside [0, {rows}) (min {arr.min()}, max {arr.max()}): "
+                    "send ids from this model's tokenizer (ner_preprocess does)."
+                )
+
+    def run(self, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """Logits ``[rows_i, len_i, labels]`` for each feed of ``[rows_i, len_i]`` arrays."""
+        out: list[np.ndarray] = [np.empty(0)] * len(feeds)
+        for group in length_groups([f[self.input_names[0]].shape for f in feeds], self.max_padding):
+            length = max(feeds[i][self.input_names[0]].shape[1] for i in group)
+            batch = {
+                n: np.concatenate([np.pad(feeds[i][n], ((0, 0), (0, length - feeds[i][n].shape[1]))) for i in group])
+                for n in self.input_names
+            }
+            logits = self.session.run([LOGITS], batch)[0]
+            row = 0
+            for i in group:
+                rows, k = feeds[i][self.input_names[0]].shape
+                out[i] = np.ascontiguousarray(logits[row : row + rows, :k])
+                row += rows
+        return out
+
+
+def length_groups(shapes: Sequence[tuple[int, ...]], max_padding: float) -> list[list[int]]:
+    """Split requests (``[rows, length]`` shapes) into runs of similar length.
+
+    On a CPU every padded token costs as much as a real one, and a dynamic batch of sentences of
+    random length padded to its longest wastes most of its compute. Requests are sorted by length
+    and a run is closed when padding it to its longest would add more than ``max_padding`` (a
+    fraction) to its real tokens. ``max_padding=inf`` gives one run (plain padding).
+    """
+    order = sorted(range(len(shapes)), key=lambda i: shapes[i][1])
+    groups: list[list[int]] = []
+    real = rows = 0
+    for i in order:
+        r, k = shapes[i][0], shapes[i][1]
+        if groups and (rows + r) * k <= (1 + max_padding) * (real + r * k):
+            groups[-1].append(i)
+            real, rows = real + r * k, rows + r
+        else:
+            groups.append([i])
+            real, rows = r * k, r
+    return groups
