@@ -6,13 +6,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 # Build knobs, passed to the build through the environment (empty = default):
-#   MODEL (local path or hub id; default: the offline all-MiniLM-L6-v2), DATA (CoNLL-2003 dir or 'hub'),
-#   EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES, CASING (1/0), SEED, LR, BATCH_SIZE, CALIB_SENTENCES,
-#   SMOOTHQUANT, MAX_F1_DROP, PRUNE (e.g. layers=2,heads=0.25), ARTIFACTS, MODEL_REPOSITORY
-export MODEL_REPOSITORY MODEL DATA EPOCHS MAX_TRAIN_SENTENCES MAX_EVAL_SENTENCES CASING SEED LR BATCH_SIZE CALIB_SENTENCES SMOOTHQUANT MAX_F1_DROP PRUNE ARTIFACTS
-# Quick build used by `make demo`: a subset of CoNLL-2003, a few minutes on 2 cores.
+#   MODEL (local path or hub id; default: the offline all-MiniLM-L6-v2), DATA (a directory of train/valid/test
+#   files in any column format, 'hub' or 'hub:<dataset>'), SCHEME (auto|iob1|iob2|bioes|bilou|io), HUB_TOKENS,
+#   HUB_TAGS, HUB_SPLITS, EPOCHS, MIN_STEPS, MAX_EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES, CASING (1/0),
+#   SEED, LR, BATCH_SIZE, CALIB_SENTENCES, SMOOTHQUANT, MAX_F1_DROP, MIN_F1, BASELINE_MARGIN,
+#   PRUNE (e.g. layers=2,heads=0.25), ARTIFACTS, MODEL_REPOSITORY (docs/build.md)
+export MODEL_REPOSITORY MODEL DATA SCHEME HUB_TOKENS HUB_TAGS HUB_SPLITS EPOCHS MIN_STEPS MAX_EPOCHS MAX_TRAIN_SENTENCES MAX_EVAL_SENTENCES CASING SEED LR BATCH_SIZE CALIB_SENTENCES SMOOTHQUANT MAX_F1_DROP MIN_F1 BASELINE_MARGIN PRUNE ARTIFACTS
+# Quick build used by `make demo`: a subset of CoNLL-2003, a few minutes on 2 cores (exactly 2 epochs: no
+# minimum step count).
 DEMO_TRAIN_SENTENCES ?= 3000
 DEMO_EPOCHS ?= 2
+DEMO_MIN_STEPS ?= 0
 
 .PHONY: help setup build demo repository serve eval-served tune-batching prune-sweep bench loadtest stop replicas replicas-measure capacity engine gpu-check test test-fast lint format clean
 
@@ -34,6 +38,7 @@ build: setup ## Fine-tune, export, quantize, evaluate, gate; writes artifacts/re
 
 demo: setup ## The main job: quick build on a CoNLL-2003 subset, serve it on Triton, run the client, stop
 	MAX_TRAIN_SENTENCES=$${MAX_TRAIN_SENTENCES:-$(DEMO_TRAIN_SENTENCES)} EPOCHS=$${EPOCHS:-$(DEMO_EPOCHS)} \
+	  MIN_STEPS=$${MIN_STEPS:-$(DEMO_MIN_STEPS)} \
 	  VENV=$(VENV) build/demo.sh
 
 repository: setup ## Regenerate the committed config.pbtxt / model.py (re-export) files of model_repository/

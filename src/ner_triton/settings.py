@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ner_triton.data import HUB_SPLITS, SCHEMES, DataSource
 from ner_triton.errors import ConfigError
 
 SHARED_DATA = Path("../shared/data/conll2003")
@@ -21,7 +22,9 @@ def default_data() -> str:
 class TrainSettings:
     """Fine-tuning hyper-parameters."""
 
-    epochs: int = 4
+    epochs: int = 4  # at least this many epochs (early stopping may end sooner once min_steps are done)
+    min_steps: int = 1000  # at least this many optimizer steps: small data sets get more epochs
+    max_epochs: int = 40  # the cap on the epochs min_steps may add
     batch_size: int = 32
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
@@ -34,7 +37,9 @@ class TrainSettings:
     use_casing: bool = True
 
     def __post_init__(self) -> None:
-        _positive(self, "epochs", "batch_size", "max_length", "patience")
+        _positive(self, "epochs", "batch_size", "max_length", "patience", "max_epochs")
+        if self.min_steps < 0:
+            raise ConfigError(f"MIN_STEPS={self.min_steps} must be >= 0 (0: epochs alone decide).")
         if not 0 < self.learning_rate < 1:
             raise ConfigError(f"learning_rate={self.learning_rate} must be in (0, 1); try 1e-4.")
         if not 0 <= self.warmup_ratio < 1:
@@ -64,6 +69,23 @@ class QuantSettings:
             raise ConfigError(f"smooth_alpha={self.smooth_alpha} must be in (0, 1), e.g. 0.5.")
         if self.max_f1_drop_points < 0:
             raise ConfigError(f"max_f1_drop_points={self.max_f1_drop_points} must be >= 0.")
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """The quality floor: the FP32 model must clearly beat a dictionary baseline on the same data.
+
+    The baseline is the CoNLL-2003 shared task's own: tag only the token spans seen as entities in the
+    training split (``pipeline.baseline``). A fixed absolute floor would refuse good models on hard data and
+    let useless ones through on easy data; the baseline moves with the data.
+    """
+
+    baseline_margin_points: float | None = 5.0  # FP32 test F1 must exceed the baseline's by this; None: off
+    min_f1: float | None = None  # and reach this absolute test F1, when set (MIN_F1)
+
+    def __post_init__(self) -> None:
+        if self.min_f1 is not None and not 0 <= self.min_f1 <= 1:
+            raise ConfigError(f"MIN_F1={self.min_f1} must be an F1 in [0, 1], e.g. 0.6.")
 
 
 @dataclass(frozen=True)
@@ -165,11 +187,16 @@ class BuildSettings:
 
     model: str = ""
     data: str = field(default_factory=default_data)
+    scheme: str = "auto"  # tagging scheme of the data files: auto (detected), iob1, iob2, bioes, bilou, io
+    hub_tokens: str = "tokens"  # DATA=hub:<name>: the token and tag columns, and the split names
+    hub_tags: str = "ner_tags"
+    hub_splits: tuple[tuple[str, str], ...] = tuple(HUB_SPLITS.items())
     artifacts: Path = Path("artifacts")
     repository: Path | None = Path("model_repository")
     train: TrainSettings = field(default_factory=TrainSettings)
     quant: QuantSettings = field(default_factory=QuantSettings)
     prune: PruneSettings = field(default_factory=PruneSettings)
+    quality: QualitySettings = field(default_factory=QualitySettings)
     eval_batch_size: int = 32
     max_eval_sentences: int | None = None
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -178,12 +205,20 @@ class BuildSettings:
         _positive(self, "eval_batch_size", "threads")
         if self.max_eval_sentences is not None and self.max_eval_sentences <= 0:
             raise ConfigError(f"max_eval_sentences={self.max_eval_sentences} must be positive (or empty for all).")
+        if self.scheme not in SCHEMES:
+            raise ConfigError(f"SCHEME={self.scheme!r} is not one of {', '.join(SCHEMES)}.")
+
+    @property
+    def source(self) -> DataSource:
+        """Where the data is and how to read it."""
+        return DataSource(self.data, self.scheme, self.hub_tokens, self.hub_tags, dict(self.hub_splits))
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> BuildSettings:
         """Settings from ``MODEL``, ``DATA``, ``ARTIFACTS``, ``EPOCHS``, ``MAX_TRAIN_SENTENCES``,
         ``MAX_EVAL_SENTENCES``, ``MODEL_REPOSITORY``, ``CASING``, ``SEED``, ``LR``, ``BATCH_SIZE``,
-        ``CALIB_SENTENCES``, ``SMOOTHQUANT``, ``MAX_F1_DROP``, ``PRUNE``."""
+        ``CALIB_SENTENCES``, ``SMOOTHQUANT``, ``MAX_F1_DROP``, ``PRUNE``, ``MIN_STEPS``, ``MAX_EPOCHS``,
+        ``SCHEME``, ``HUB_TOKENS``, ``HUB_TAGS``, ``HUB_SPLITS``, ``MIN_F1``, ``BASELINE_MARGIN``."""
         env = dict(os.environ if env is None else env)
         base = cls()
         train = replace(
@@ -192,6 +227,8 @@ class BuildSettings:
                 env,
                 {
                     "EPOCHS": ("epochs", int),
+                    "MIN_STEPS": ("min_steps", int),
+                    "MAX_EPOCHS": ("max_epochs", int),
                     "MAX_TRAIN_SENTENCES": ("max_train_sentences", int),
                     "CASING": ("use_casing", _bool),
                     "SEED": ("seed", int),
@@ -220,19 +257,43 @@ class BuildSettings:
                 "MAX_EVAL_SENTENCES": ("max_eval_sentences", int),
                 "MODEL_REPOSITORY": ("repository", _repository),
                 "PRUNE": ("prune", _prune),
+                "SCHEME": ("scheme", lambda s: s.strip().lower()),
+                "HUB_TOKENS": ("hub_tokens", str),
+                "HUB_TAGS": ("hub_tags", str),
+                "HUB_SPLITS": ("hub_splits", _hub_splits),
             },
         )
-        return replace(base, train=train, quant=quant, **top)
+        quality = replace(
+            base.quality,
+            **_env_fields(
+                env,
+                {"MIN_F1": ("min_f1", float), "BASELINE_MARGIN": ("baseline_margin_points", _optional_float)},
+            ),
+        )
+        return replace(base, train=train, quant=quant, quality=quality, **top)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, TrainSettings | QuantSettings | PruneSettings):
+            if isinstance(value, TrainSettings | QuantSettings | PruneSettings | QualitySettings):
                 out[f.name] = {g.name: getattr(value, g.name) for g in fields(value)}
             else:
                 out[f.name] = str(value) if isinstance(value, Path) else value
         return out
+
+
+def _hub_splits(text: str) -> tuple[tuple[str, str], ...]:
+    """``HUB_SPLITS=train=train,valid=validation,test=test``: our split -> the dataset's split name."""
+    pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+    if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+        raise ValueError("expected train=NAME,valid=NAME,test=NAME")
+    return tuple((a.strip(), b.strip()) for a, b in pairs)
+
+
+def _optional_float(text: str) -> float | None:
+    """A number, or ``off`` / ``none`` for None."""
+    return None if text.strip().lower() in {"off", "none"} else float(text)
 
 
 def _prune(text: str) -> PruneSettings:

@@ -13,7 +13,7 @@ import pytest
 from ner_triton.errors import ConfigError
 from ner_triton.modeling import NerModel
 from ner_triton.pipeline.prune_sweep import sweep
-from ner_triton.settings import BuildSettings, PruneSettings, QuantSettings, TrainSettings
+from ner_triton.settings import BuildSettings, PruneSettings, QualitySettings, QuantSettings, TrainSettings
 from support import TinyBuild
 
 pytestmark = pytest.mark.slow
@@ -76,8 +76,9 @@ def test_build_with_prune_serves_the_pruned_model(tiny_model_dir: Path, conll_di
         data=str(conll_dir),
         artifacts=tmp_path / "artifacts",
         repository=tmp_path / "repo",
-        train=TrainSettings(epochs=2, batch_size=8, learning_rate=5e-3, warmup_ratio=0.0),
+        train=TrainSettings(epochs=2, min_steps=0, batch_size=8, learning_rate=5e-3, warmup_ratio=0.0),
         quant=QuantSettings(calibration_sentences=16, calibration_length=32, max_f1_drop_points=100.0),
+        quality=QualitySettings(baseline_margin_points=None),  # the tiny model is not meant to beat a lookup
         prune=PruneSettings(layers=1, importance_batches=4),
         threads=1,
     )

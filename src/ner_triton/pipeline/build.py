@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ner_triton.cli import Command
-from ner_triton.data import load_split
+from ner_triton.data import Sentence, load_split
 from ner_triton.labels import LabelMap
 from ner_triton.modeling import NerModel, load_tokenizer
+from ner_triton.pipeline.baseline import DictionaryBaseline, enforce_quality, quality_verdict
 from ner_triton.pipeline.evaluate import Predictor, evaluate, measure_latency, onnx_predictor, torch_predictor
 from ner_triton.pipeline.export import export_onnx
 from ner_triton.pipeline.finetune import TRAIN_SUMMARY, finetune, prune_and_recover, subsample
@@ -56,7 +57,7 @@ def quantize_variants(settings: BuildSettings, model_dir: Path, fp32: Path, outp
     q = settings.quant
     calibration = Calibration(
         tokenizer=load_tokenizer(str(model_dir)),
-        sentences=subsample(load_split(settings.data, "train"), q.calibration_sentences, settings.train.seed),
+        sentences=subsample(load_split(settings.source, "train"), q.calibration_sentences, settings.train.seed),
         num_labels=len(LabelMap.load(model_dir / LABELS_FILE)),
         length=q.calibration_length,
         keep_float=q.keep_float,
@@ -64,6 +65,22 @@ def quantize_variants(settings: BuildSettings, model_dir: Path, fp32: Path, outp
     )
     variants = [get(key) for key in RECIPES]
     return {v.report_key: quantize_variant(v, fp32, output_dir, calibration) for v in variants}
+
+
+def test_sentences(settings: BuildSettings) -> list[Sentence]:
+    return subsample(load_split(settings.source, "test"), settings.max_eval_sentences, settings.train.seed)
+
+
+def baseline_scores(settings: BuildSettings, labels: LabelMap) -> dict[str, Any]:
+    """The dictionary baseline on the test split (fit on the training split the model saw), and a warning
+    for entity types of the test split that the model has no label for."""
+    train = subsample(load_split(settings.source, "train"), settings.train.max_train_sentences, settings.train.seed)
+    test = test_sentences(settings)
+    unseen = sorted({t[2:] for s in test for t in s.tags if t != "O"} - set(labels.entity_types))
+    if unseen:
+        log.warning("entity types %s occur in the test split but not in training or validation: the model has no "
+                    "label for them and scores 0 on them; add training examples of them.", unseen)  # fmt: skip
+    return {**DictionaryBaseline.fit(train).evaluate(test).as_dict(), "types_only_in_test": unseen}
 
 
 def evaluate_variants(
@@ -75,7 +92,7 @@ def evaluate_variants(
     torch.set_num_threads(settings.threads)
     tokenizer = load_tokenizer(str(model_dir))
     labels = LabelMap.load(model_dir / LABELS_FILE)
-    test = subsample(load_split(settings.data, "test"), settings.max_eval_sentences, settings.train.seed)
+    test = test_sentences(settings)
     texts = [s.text for s in test]
     weight_files = [p for p in model_dir.iterdir() if p.suffix == ".safetensors"]
     candidates: dict[str, tuple[Predictor, list[Path]]] = {
@@ -109,20 +126,26 @@ def build(settings: BuildSettings) -> Path:
     """Run every step into ``settings.artifacts``; returns the report path.
 
     Raises:
-        QualityGateError: after the report is written, when an INT8 variant lost too much F1.
+        QualityGateError: after the report is written, when the FP32 model does not clear the quality floor
+            (:mod:`~ner_triton.pipeline.baseline`) or an INT8 variant lost too much F1; nothing is installed.
     """
     t0 = time.perf_counter()
     artifacts = settings.artifacts
     if settings.prune.active:  # fine-tune, then prune + recover into artifacts/model
-        unpruned = finetune(settings, settings.data, artifacts / f"{MODEL_DIR}_unpruned")
-        model_dir = prune_and_recover(settings, settings.data, unpruned, artifacts / MODEL_DIR)
+        unpruned = finetune(settings, settings.source, artifacts / f"{MODEL_DIR}_unpruned")
+        model_dir = prune_and_recover(settings, settings.source, unpruned, artifacts / MODEL_DIR)
     else:
-        model_dir = finetune(settings, settings.data, artifacts / MODEL_DIR)
+        model_dir = finetune(settings, settings.source, artifacts / MODEL_DIR)
     fp32 = export_onnx(settings, model_dir, artifacts / ONNX_DIR)
     onnx_paths = {REFERENCE.report_key: fp32, **quantize_variants(settings, model_dir, fp32, artifacts / ONNX_DIR)}
     variants, n_test = evaluate_variants(settings, model_dir, onnx_paths)
     summary = json.loads((model_dir / TRAIN_SUMMARY).read_text(encoding="utf-8"))
     verdict = gate(variants, settings.quant.max_f1_drop_points)
+    baseline = baseline_scores(settings, LabelMap.load(model_dir / LABELS_FILE))
+    quality = quality_verdict(variants[REFERENCE.report_key]["f1"], baseline["f1"], settings.quality)
+    zero = sorted(t for t, s in variants[REFERENCE.report_key]["per_type"].items() if s["f1"] == 0)
+    if zero:
+        log.warning("the model scores F1 0 on entity types %s: it never finds them in the test split", zero)
     report = {
         "model": summary["model"],
         "data": str(settings.data),
@@ -130,6 +153,8 @@ def build(settings: BuildSettings) -> Path:
         "training": {k: v for k, v in summary.items() if k != "model"},
         "variants": variants,
         "gate": verdict,
+        "baseline": baseline,
+        "quality": {**quality, "zero_f1_types": zero},
         "settings": settings.as_dict(),
         "versions": _versions(),
         "machine": {"cpus": os.cpu_count(), "threads": settings.threads, "platform": platform.platform()},
@@ -137,8 +162,9 @@ def build(settings: BuildSettings) -> Path:
     }
     path = write_report(report, artifacts)
     log.info("report written to %s", path)
+    enforce_quality(quality, artifacts / REPORT_MD)
     enforce_gate(verdict, artifacts / REPORT_MD)
-    if settings.repository is not None:  # only a model that passed the gate reaches the served repository
+    if settings.repository is not None:  # only a model that passed both gates reaches the served repository
         export_repository(artifacts, settings.repository)
     return path
 

@@ -87,7 +87,7 @@ def export_onnx(settings: BuildSettings, model_dir: Path, output_dir: Path) -> P
     except Exception as exc:
         raise ExportError(f"ONNX export of {model_dir} failed: {exc}") from exc
 
-    texts = parity_sentences(load_split(settings.data, "valid"))
+    texts = parity_sentences(load_split(settings.source, "valid"))
     parity = check_parity(model, path, tokenizer, texts, settings.threads)
     (output_dir / PARITY_FILE).write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")
     log.info("ONNX export: max |logit diff| vs PyTorch %.2e on %d sentences", parity["max_abs_diff"], len(texts))

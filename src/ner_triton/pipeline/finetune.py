@@ -1,8 +1,14 @@
-"""Fine-tune a BERT-family encoder for CoNLL-2003 NER (first-sub-token labelling).
+"""Fine-tune a BERT-family encoder for token-level NER on any label set (first-sub-token labelling).
 
 AdamW with weight decay (not on biases and LayerNorm), linear warm-up then decay, gradient
 clipping, length-bucketed batches, entity F1 on the validation split after every epoch, early
 stopping on it, and the best checkpoint kept.
+
+The recipe is sized in optimizer steps, so it works at any data size: a run plans at least
+``min_steps`` steps (epochs = max(``epochs``, ceil(min_steps / steps per epoch)), at most ``max_epochs``),
+warms up over ``warmup_ratio`` of them, and stops early only once ``min_steps`` are done. On
+CoNLL-2003 (439 steps an epoch at batch 32) the defaults give the same 4 epochs as before; on a set of
+2,000 sentences they give 16 epochs instead of 4 (63 steps each).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ner_triton.alignment import Encoding, encode_texts, pad_batch, subtoken_labels
-from ner_triton.data import Sentence, load_split
+from ner_triton.data import DataSource, Sentence, load_split
 from ner_triton.labels import LabelMap
 from ner_triton.modeling import NerModel, load_tokenizer, resolve_model
 from ner_triton.pipeline.evaluate import evaluate, torch_predictor
@@ -69,8 +75,14 @@ def label_tensor(encodings: Sequence[Encoding], label_rows: Sequence[list[int]])
     return out
 
 
-def finetune(settings: BuildSettings, data: str | Path, output_dir: Path) -> Path:
-    """Fine-tune ``settings.model`` on ``data`` (directory or 'hub'); write the best model to ``output_dir``."""
+def planned_epochs(train_sentences: int, batch_size: int, epochs: int, min_steps: int, max_epochs: int) -> int:
+    """Epochs to plan: at least ``epochs``, enough for ``min_steps`` optimizer steps, at most ``max_epochs``."""
+    steps_per_epoch = max(1, -(-train_sentences // batch_size))
+    return max(1, min(max(epochs, -(-min_steps // steps_per_epoch)), max(epochs, max_epochs)))
+
+
+def finetune(settings: BuildSettings, data: str | Path | DataSource, output_dir: Path) -> Path:
+    """Fine-tune ``settings.model`` on ``data``; write the best model to ``output_dir``."""
     ts = settings.train
     seed_everything(ts.seed)
     torch.set_num_threads(settings.threads)
@@ -78,9 +90,16 @@ def finetune(settings: BuildSettings, data: str | Path, output_dir: Path) -> Pat
     train, valid = _splits(settings, data)
     labels = LabelMap.from_sentences([*train, *valid])
     log.info("model %s, %d train / %d valid sentences, labels %s", model_name, len(train), len(valid), labels.labels)
+    only_valid = sorted(
+        set(LabelMap.from_sentences(valid).entity_types) - set(LabelMap.from_sentences(train).entity_types)
+    )
+    if only_valid:
+        log.warning("entity types %s occur in the validation split but not in training: the model cannot learn "
+                    "them; add training examples of them.", only_valid)  # fmt: skip
     tokenizer = load_tokenizer(model_name)
     model = NerModel.from_pretrained_encoder(model_name, labels, ts.use_casing)
-    summary = train_model(settings, model, tokenizer, labels, train, valid, ts.epochs)
+    epochs = planned_epochs(len(train), ts.batch_size, ts.epochs, ts.min_steps, ts.max_epochs)
+    summary = train_model(settings, model, tokenizer, labels, train, valid, epochs, min_steps=ts.min_steps)
     model.save(output_dir, tokenizer, labels)
     summary = {"model": model_name, **summary}
     (output_dir / TRAIN_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -88,7 +107,7 @@ def finetune(settings: BuildSettings, data: str | Path, output_dir: Path) -> Pat
     return output_dir
 
 
-def _splits(settings: BuildSettings, data: str | Path) -> tuple[list[Sentence], list[Sentence]]:
+def _splits(settings: BuildSettings, data: str | Path | DataSource) -> tuple[list[Sentence], list[Sentence]]:
     ts = settings.train
     train = subsample(load_split(data, "train"), ts.max_train_sentences, ts.seed)
     valid = subsample(load_split(data, "valid"), settings.max_eval_sentences, ts.seed)
@@ -106,8 +125,12 @@ def train_model(
     teacher: NerModel | None = None,
     distill: float = 0.0,
     temperature: float = 2.0,
+    min_steps: int = 0,
 ) -> dict[str, Any]:
     """The training loop (shared by fine-tuning and pruning recovery); keeps the best epoch's weights.
+
+    Runs ``epochs`` epochs, or fewer when validation F1 stops improving for ``patience`` epochs after
+    ``min_steps`` optimizer steps; the summary says how many steps ran and why it stopped.
 
     With a ``teacher`` the loss is ``(1 - distill) * CE + distill * T^2 * KL(teacher || student)`` on the
     softened logits of the labelled positions (knowledge distillation).
@@ -143,6 +166,8 @@ def train_model(
     best_f1, best_epoch, best_state = -1.0, 0, None
     history = []
     bad_epochs = 0
+    steps = 0
+    stop_reason = f"planned epochs done ({epochs})"
     t_start = time.perf_counter()
     lengths = [len(e) for e in encodings]
     for epoch in range(1, epochs + 1):
@@ -174,6 +199,7 @@ def train_model(
             torch.nn.utils.clip_grad_norm_(model.parameters(), ts.max_grad_norm)
             optimizer.step()
             scheduler.step()
+            steps += 1
             running += loss.item()
             if k % 10 == 0:
                 bar.set_postfix(loss=f"{running / k:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
@@ -185,8 +211,9 @@ def train_model(
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
-            if bad_epochs >= ts.patience:
-                log.info("early stop: valid F1 has not improved for %d epochs", bad_epochs)
+            if bad_epochs >= ts.patience and steps >= min_steps:
+                stop_reason = f"early stop: valid F1 did not improve for {bad_epochs} epochs"
+                log.info("%s (after %d steps)", stop_reason, steps)
                 break
     assert best_state is not None
     model.load_state_dict(best_state)
@@ -194,6 +221,9 @@ def train_model(
         "train_sentences": len(train),
         "valid_sentences": len(valid),
         "epochs_run": len(history),
+        "epochs_planned": epochs,
+        "steps_run": steps,
+        "stop_reason": stop_reason,
         "best_epoch": best_epoch,
         "best_valid_f1": best_f1,
         "history": history,
@@ -202,7 +232,9 @@ def train_model(
     }
 
 
-def prune_and_recover(settings: BuildSettings, data: str | Path, model_dir: Path, output_dir: Path) -> Path:
+def prune_and_recover(
+    settings: BuildSettings, data: str | Path | DataSource, model_dir: Path, output_dir: Path
+) -> Path:
     """Prune the fine-tuned model in ``model_dir`` (``settings.prune``), recover it with a short fine-tune
     distilled from the unpruned model, and write it to ``output_dir``; returns ``output_dir``."""
     ps, ts = settings.prune, settings.train

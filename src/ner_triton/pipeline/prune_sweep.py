@@ -41,12 +41,12 @@ def measure_level(settings: BuildSettings, model_dir: Path, out: Path) -> dict[s
     labels = LabelMap.load(model_dir / LABELS_FILE)
     fp32 = export_onnx(settings, model_dir, out / "onnx")
     calibration = subsample(
-        load_split(settings.data, "train"), settings.quant.calibration_sentences, settings.train.seed
+        load_split(settings.source, "train"), settings.quant.calibration_sentences, settings.train.seed
     )
     int8 = quantize_variant(
         INT8, fp32, out / "onnx", Calibration(tokenizer, calibration, len(labels), settings.quant.calibration_length)
     )
-    test = subsample(load_split(settings.data, "test"), settings.max_eval_sentences, settings.train.seed)
+    test = subsample(load_split(settings.source, "test"), settings.max_eval_sentences, settings.train.seed)
     predictor = onnx_predictor(int8, settings.threads)
     result = evaluate(predictor, test, tokenizer, labels, settings.eval_batch_size, desc=f"test {out.name}")
     model = NerModel.load(model_dir)
@@ -65,7 +65,7 @@ def speed_pass(settings: BuildSettings, rows: list[dict[str, Any]], rounds: int 
     machine noise hits every level alike; fills ``int8_b32_sentences_per_s`` and ``int8_b1_ms_p50``."""
     import statistics
 
-    test = subsample(load_split(settings.data, "test"), settings.max_eval_sentences, settings.train.seed)
+    test = subsample(load_split(settings.source, "test"), settings.max_eval_sentences, settings.train.seed)
     texts = [s.text for s in test]
     models = [(onnx_predictor(Path(r["int8_path"]), settings.threads), load_tokenizer(r["model_dir"])) for r in rows]
     b32: list[list[float]] = [[] for _ in rows]
@@ -90,7 +90,7 @@ def sweep(settings: BuildSettings, model_dir: Path, levels: list[str], output: P
         ps = PruneSettings.parse(spec)
         name = spec.replace("=", "").replace(",", "_")
         level_settings = replace(settings, prune=ps)
-        pruned = prune_and_recover(level_settings, settings.data, model_dir, output / name / "model")
+        pruned = prune_and_recover(level_settings, settings.source, model_dir, output / name / "model")
         summary = json.loads((pruned / TRAIN_SUMMARY).read_text(encoding="utf-8"))["pruning"]
         row = {"level": spec, **measure_level(level_settings, pruned, output / name)}
         row["recovery_seconds"] = summary["recovery"]["train_seconds"]

@@ -26,12 +26,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- model: `{report['model']}`",
         f"- data: `{report['data']}` ({tr['train_sentences']} train / {tr['valid_sentences']} valid / "
         f"{report['test_sentences']} test sentences)",
-        f"- epochs run: {tr['epochs_run']} (best: {tr['best_epoch']}, valid F1 {tr['best_valid_f1']:.4f}), "
-        f"training time {tr['train_seconds']:.0f} s, build time {report['build_seconds']:.0f} s",
+        f"- epochs run: {tr['epochs_run']} of {tr.get('epochs_planned', tr['epochs_run'])} planned, "
+        f"{tr.get('steps_run', '?')} optimizer steps ({tr.get('stop_reason', 'n/a')}; best epoch {tr['best_epoch']}, "
+        f"valid F1 {tr['best_valid_f1']:.4f}), training time {tr['train_seconds']:.0f} s, "
+        f"build time {report['build_seconds']:.0f} s",
         f"- machine: {report['machine']['cpus']} CPUs, {report['machine']['threads']} threads, "
         f"torch {report['versions']['torch']}, onnxruntime {report['versions']['onnxruntime']}",
         "",
-        "## Variants (CoNLL-2003 test, entity level, seqeval default mode)",
+        "## Variants (test split, entity level, seqeval default mode)",
         "",
         "| variant | F1 | precision | recall | ΔF1 vs onnx_fp32 (points) | size MB "
         "| batch-1 ms (p50) | batch-32 ms (p50) | batch-32 sent/s |",
@@ -43,7 +45,28 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{v['size_mb']:.1f} | {v['latency']['batch_1']['ms_per_batch_p50']:.2f} | "
             f"{v['latency']['batch_32']['ms_per_batch_p50']:.1f} | {v['latency']['batch_32']['sentences_per_s']:.0f} |"
         )
+    base = report.get("baseline")
+    if base:
+        lines.append(
+            f"| dictionary baseline | {base['f1']:.4f} | {base['precision']:.4f} | {base['recall']:.4f} | "
+            f"{(base['f1'] - report['variants']['onnx_fp32']['f1']) * 100:+.2f} | - | - | - | - |"
+        )
     gate = report["gate"]
+    quality = report.get("quality")
+    if quality:
+        need = quality["required_margin_points"]
+        lines += [
+            "",
+            f"Quality floor: FP32 F1 {quality['model_f1']:.4f} vs dictionary baseline {quality['baseline_f1']:.4f} "
+            f"({quality['margin_points']:+.2f} points; required: "
+            + ("off" if need is None else f"+{need:g}")
+            + (f", MIN_F1 {quality['min_f1']:g}" if quality["min_f1"] is not None else "")
+            + f"): **{'passed' if quality['passed'] else 'FAILED'}**",
+        ]
+        if quality.get("zero_f1_types"):
+            lines += ["", f"Warning: F1 0 on entity types {', '.join(quality['zero_f1_types'])}."]
+        if base and base.get("types_only_in_test"):
+            lines += ["", f"Warning: types only in the test split: {', '.join(base['types_only_in_test'])}."]
     lines += [
         "",
         f"Gate: INT8 variants may lose at most {gate['max_f1_drop_points']} F1 points: "
