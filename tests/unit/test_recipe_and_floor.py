@@ -76,3 +76,19 @@ def test_data_and_floor_settings_from_the_environment() -> None:
     assert dict(s.source.hub_splits) == {"train": "train", "valid": "dev", "test": "test"}
     assert (s.source.hub_tokens, s.source.hub_tags) == ("words", "labels")
     assert s.train.min_steps == 200 and s.quality == QualitySettings(baseline_margin_points=None, min_f1=0.5)
+
+
+def test_types_only_in_the_test_split_are_named(tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    from ner_triton.labels import LabelMap
+    from ner_triton.pipeline.build import baseline_scores
+
+    for split, rows in {
+        "train": "Oslo\tB-city",
+        "valid": "Oslo\tB-city",
+        "test": "Oslo\tB-city\n\nACME\tB-firm",
+    }.items():
+        (tmp_path / f"{split}.tsv").write_text(rows + "\n", encoding="utf-8")
+    settings = BuildSettings(data=str(tmp_path))
+    scores = baseline_scores(settings, LabelMap.from_tags(["B-city"]))
+    assert scores["types_only_in_test"] == ["firm"] and scores["f1"] == pytest.approx(2 / 3, abs=1e-3)
+    assert "['firm'] occur in the test split but not in training" in caplog.text
