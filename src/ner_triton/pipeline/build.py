@@ -67,7 +67,8 @@ def quantize_variants(settings: BuildSettings, model_dir: Path, fp32: Path, outp
     return {v.report_key: quantize_variant(v, fp32, output_dir, calibration) for v in variants}
 
 
-def test_sentences(settings: BuildSettings) -> list[Sentence]:
+def eval_sentences(settings: BuildSettings) -> list[Sentence]:
+    """The test split the variants and the baseline are scored on (a seeded subset with MAX_EVAL_SENTENCES)."""
     return subsample(load_split(settings.source, "test"), settings.max_eval_sentences, settings.train.seed)
 
 
@@ -75,7 +76,7 @@ def baseline_scores(settings: BuildSettings, labels: LabelMap) -> dict[str, Any]
     """The dictionary baseline on the test split (fit on the training split the model saw), and a warning
     for entity types of the test split that the model has no label for."""
     train = subsample(load_split(settings.source, "train"), settings.train.max_train_sentences, settings.train.seed)
-    test = test_sentences(settings)
+    test = eval_sentences(settings)
     unseen = sorted({t[2:] for s in test for t in s.tags if t != "O"} - set(labels.entity_types))
     if unseen:
         log.warning("entity types %s occur in the test split but not in training or validation: the model has no "
@@ -92,7 +93,7 @@ def evaluate_variants(
     torch.set_num_threads(settings.threads)
     tokenizer = load_tokenizer(str(model_dir))
     labels = LabelMap.load(model_dir / LABELS_FILE)
-    test = test_sentences(settings)
+    test = eval_sentences(settings)
     texts = [s.text for s in test]
     weight_files = [p for p in model_dir.iterdir() if p.suffix == ".safetensors"]
     candidates: dict[str, tuple[Predictor, list[Path]]] = {

@@ -211,7 +211,7 @@ def train_model(
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
-            if bad_epochs >= ts.patience and steps >= min_steps:
+            if bad_epochs >= ts.patience and steps >= min_steps and epoch < epochs:
                 stop_reason = f"early stop: valid F1 did not improve for {bad_epochs} epochs"
                 log.info("%s (after %d steps)", stop_reason, steps)
                 break
