@@ -152,10 +152,11 @@ def to_iob2(sentences: Sequence[Sequence[str]], scheme: str, source: str = "<lin
 
 
 def _columns(line: str) -> list[str]:
-    """Tab-separated fields when the line has tabs (a token may then hold spaces), else whitespace-separated."""
+    """Tab-separated fields when the line has tabs (a token may then hold spaces), else space-separated. Only
+    ASCII spaces and tabs separate: a token may hold a no-break or other Unicode space."""
     if "\t" in line:
-        return [c.strip() for c in line.split("\t") if c.strip()]
-    return line.split()
+        return [c.strip(" ") for c in line.split("\t") if c.strip(" ")]
+    return [c for c in line.split(" ") if c]
 
 
 def parse_conll(lines: Iterable[str], source: str = "<lines>", scheme: str = "auto") -> list[Sentence]:
@@ -223,7 +224,7 @@ def read_conll(path: Path, scheme: str = "auto") -> list[Sentence]:
     if not path.is_file():
         raise DataError(f"{path}: no such file. Set DATA to a directory holding train/valid/test files.")
     try:
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is not part of the first token
             return parse_conll(fh, source=str(path), scheme=scheme)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
@@ -316,12 +317,22 @@ def load_hub_split(source: DataSource, split: str) -> list[Sentence]:
         )
     feature = ds.features[source.hub_tags]
     names = getattr(getattr(feature, "feature", None), "names", None)
-    rows = [
-        (list(row[source.hub_tokens]), [names[t] if names else str(t) for t in row[source.hub_tags]])
-        for row in ds
-        if row[source.hub_tokens] and row[source.hub_tokens][0] != "-DOCSTART-"
-    ]
     where = f"{name} [{split}]"
+
+    def tag_name(k: int, tag: object) -> str:
+        if not names:
+            return str(tag)
+        if not isinstance(tag, int) or not 0 <= tag < len(names):
+            raise DataError(f"{where}: row {k}: tag id {tag!r} is not one of the {len(names)} class labels.")
+        return str(names[tag])
+
+    rows = []
+    for k, row in enumerate(ds):
+        tokens, tags = list(row[source.hub_tokens]), list(row[source.hub_tags])
+        if len(tokens) != len(tags):
+            raise DataError(f"{where}: row {k} has {len(tokens)} tokens but {len(tags)} tags; fix the dataset.")
+        if tokens and tokens[0] != "-DOCSTART-":
+            rows.append((tokens, [tag_name(k, t) for t in tags]))
     for k, (_, tags) in enumerate(rows):
         bad = next((t for t in tags if not _TAG.match(t)), None)
         if bad is not None:

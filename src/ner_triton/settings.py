@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -84,6 +85,9 @@ class QualitySettings:
     min_f1: float | None = None  # and reach this absolute test F1, when set (MIN_F1)
 
     def __post_init__(self) -> None:
+        margin = self.baseline_margin_points
+        if margin is not None and not (math.isfinite(margin) and margin >= 0):
+            raise ConfigError(f"BASELINE_MARGIN={margin} must be a number of F1 points >= 0, or off.")
         if self.min_f1 is not None and not 0 <= self.min_f1 <= 1:
             raise ConfigError(f"MIN_F1={self.min_f1} must be an F1 in [0, 1], e.g. 0.6.")
 
@@ -284,11 +288,19 @@ class BuildSettings:
 
 
 def _hub_splits(text: str) -> tuple[tuple[str, str], ...]:
-    """``HUB_SPLITS=train=train,valid=validation,test=test``: our split -> the dataset's split name."""
+    """``HUB_SPLITS=valid=dev`` (any of train/valid/test): our split -> the dataset's; the rest keep defaults."""
     pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
-    if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
-        raise ValueError("expected train=NAME,valid=NAME,test=NAME")
-    return tuple((a.strip(), b.strip()) for a, b in pairs)
+    if any(len(p) != 2 or p[0].strip() not in HUB_SPLITS or not p[1].strip() for p in pairs):
+        raise ValueError(f"expected SPLIT=NAME pairs with SPLIT in {list(HUB_SPLITS)}, e.g. valid=dev")
+    return tuple({**HUB_SPLITS, **{a.strip(): b.strip() for a, b in pairs}}.items())
+
+
+def data_source(location: str | None = None, env: dict[str, str] | None = None) -> DataSource:
+    """The data every command reads: ``location`` (default ``DATA``, else :func:`default_data`) with the
+    ``SCHEME`` and ``HUB_*`` settings of the environment, as the build reads it."""
+    env = dict(os.environ if env is None else env)
+    s = BuildSettings.from_env({k: v for k, v in env.items() if k in _DATA_VARIABLES})
+    return replace(s, data=location or s.data).source
 
 
 def _optional_float(text: str) -> float | None:
@@ -332,3 +344,6 @@ def _positive(obj: object, *names: str) -> None:
         value = getattr(obj, name)
         if value <= 0:
             raise ConfigError(f"{name}={value} must be a positive integer.")
+
+
+_DATA_VARIABLES = ("DATA", "SCHEME", "HUB_TOKENS", "HUB_TAGS", "HUB_SPLITS")

@@ -199,3 +199,23 @@ def test_hub_dataset_in_the_hubs_on_disk_format(tmp_path: Path) -> None:
             ),
             "train",
         )
+
+
+def test_byte_order_mark_and_unicode_spaces(tmp_path: Path) -> None:
+    (tmp_path / "train.txt").write_bytes(
+        "\ufeff-DOCSTART- -X- -X- O\n\n10\u00a0000 CD I-NP O\nOslo NNP I-NP I-LOC\n".encode()
+    )
+    (s,) = load_split(tmp_path, "train")
+    assert s.tokens == ("10\u00a0000", "Oslo") and s.tags == ("O", "B-LOC")
+
+
+def test_hub_splits_keep_their_defaults_and_bad_keys_are_refused() -> None:
+    from ner_triton.errors import ConfigError
+    from ner_triton.settings import BuildSettings, QualitySettings
+
+    s = BuildSettings.from_env({"HUB_SPLITS": "valid=dev"})
+    assert dict(s.source.hub_splits) == {"train": "train", "valid": "dev", "test": "test"}
+    with pytest.raises(ConfigError, match="HUB_SPLITS='dev=x' is not valid"):
+        BuildSettings.from_env({"HUB_SPLITS": "dev=x"})
+    with pytest.raises(ConfigError, match="BASELINE_MARGIN=nan"):
+        QualitySettings(baseline_margin_points=float("nan"))

@@ -21,7 +21,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Benchmark",
         "",
-        f"`{result['command']}` - {result['sentences']} CoNLL-2003 test sentences (seed {result['seed']}), "
+        f"`{result['command']}` - {result['sentences']} test sentences of {result['data']} (seed {result['seed']}), "
         f"{result['machine']['cpus']} CPUs, {result['seconds']:.0f} s. One request = one batch (in-process) or one "
         "sentence (gRPC). Latency at batch/concurrency 1.",
         "",

@@ -30,7 +30,7 @@ from ner_triton.repository.install import install_artifacts, settings_for_model
 from ner_triton.repository.render import write_configs
 from ner_triton.schema import MODEL_DIR, ONNX_DIR
 from ner_triton.serving.server import ServerSettings, TritonServer
-from ner_triton.settings import default_data
+from ner_triton.settings import data_source, default_data
 from ner_triton.variants import FP32, INT8
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class BenchSettings:
 
 def sample_texts(settings: BenchSettings) -> list[str]:
     """``sentences`` CoNLL-2003 test sentences (seeded sample, as plain text)."""
-    test = [s.text for s in load_split(settings.data, "test")]
+    test = [s.text for s in load_split(data_source(settings.data), "test")]
     random.Random(settings.seed).shuffle(test)
     return test[: settings.sentences]
 

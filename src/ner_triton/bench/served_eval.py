@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from ner_triton.decoding import spans_to_token_tags
 from ner_triton.pipeline.evaluate import score_tags
 from ner_triton.repository.model_configs import bert_step_of
 from ner_triton.schema import ENSEMBLE
-from ner_triton.settings import default_data
+from ner_triton.settings import data_source
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    sentences = load_split(args.data or os.environ.get("DATA") or default_data(), args.split)[: args.limit]
+    sentences = load_split(data_source(args.data), args.split)[: args.limit]
     result = evaluate_served(args.url, sentences, args.model, args.concurrency)
     if args.report and args.report.is_file():
         variant = bert_step_of(args.model).report_key

@@ -29,7 +29,7 @@ from ner_triton.repository.model_configs import BatchingSettings
 from ner_triton.repository.render import write_configs
 from ner_triton.schema import MODEL_DIR
 from ner_triton.serving.server import ServerSettings, TritonServer
-from ner_triton.settings import default_data
+from ner_triton.settings import data_source
 from ner_triton.variants import INT8
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    sentences = load_split(args.data or default_data(), "test")
+    sentences = load_split(data_source(args.data), "test")
     results = {}
     for name in args.only or CANDIDATES:
         with tempfile.TemporaryDirectory(prefix=f"tune-{name}-") as tmp:

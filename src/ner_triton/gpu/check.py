@@ -35,7 +35,7 @@ from ner_triton.labels import LabelMap
 from ner_triton.pipeline.evaluate import Predictor, evaluate, onnx_predictor
 from ner_triton.pipeline.fp16 import convert_to_fp16
 from ner_triton.schema import LABELS_FILE, MODEL_DIR, ONNX_DIR
-from ner_triton.settings import EngineSettings, default_data
+from ner_triton.settings import EngineSettings, data_source, default_data
 from ner_triton.variants import FP32, ONNX_FP16_FILE, TRT
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
     runners = {name: TrtRunner(args.output / name / PLAN_FILE) for name in engines}
     model_dir = args.artifacts / MODEL_DIR
     tokenizer, labels = load_tokenizer(str(model_dir)), LabelMap.load(model_dir / LABELS_FILE)
-    test = load_split(args.data, "test")
+    test = load_split(data_source(args.data), "test")
     length = settings.buckets[-1]
     f1: dict[str, float] = {}
     predictors: dict[str, Predictor] = {

@@ -1,4 +1,5 @@
-"""What the load generator sends: CoNLL-2003 sentences and, now and then, a long document."""
+"""What the load generator sends: test sentences of the data (CoNLL-2003 by default) and, now and then, a long
+document."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 
 from ner_triton.data import load_split
 from ner_triton.errors import DataError
+from ner_triton.settings import data_source
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,7 @@ class TextPool:
     @classmethod
     def from_conll(cls, data: str, split: str = "test", seed: int = 13, doc_sentences: int = 25) -> TextPool:
         """Sentences of ``split`` as plain text; documents = runs of ``doc_sentences`` consecutive sentences."""
-        texts = [s.text for s in load_split(data, split)]
+        texts = [s.text for s in load_split(data_source(data), split)]
         docs = [" ".join(texts[i : i + doc_sentences]) for i in range(0, len(texts), doc_sentences)]
         if not texts:
             raise DataError(f"{data}: the {split} split has no sentence to send.")

@@ -38,7 +38,11 @@ ISSUED = {"calls": 0}
 @events.init_command_line_parser.add_listener
 def _arguments(parser: Any) -> None:
     parser.add_argument("--ner-model", default=ENSEMBLE, help="ensemble to call")
-    parser.add_argument("--ner-data", default=os.environ.get("DATA") or default_data(), help="CoNLL-2003 dir")
+    parser.add_argument(
+        "--ner-data",
+        default=os.environ.get("DATA") or default_data(),
+        help="data: a directory of train/valid/test files (any column format) or hub[:<dataset>]",
+    )
     parser.add_argument("--document-share", type=float, default=0.1, help="share of requests that are documents")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="client deadline per request")
     parser.add_argument("--slo-p95-ms", type=float, default=Slo.p95_ms)

@@ -144,7 +144,8 @@ def build(settings: BuildSettings) -> Path:
     verdict = gate(variants, settings.quant.max_f1_drop_points)
     baseline = baseline_scores(settings, LabelMap.load(model_dir / LABELS_FILE))
     quality = quality_verdict(variants[REFERENCE.report_key]["f1"], baseline["f1"], settings.quality)
-    zero = sorted(t for t, s in variants[REFERENCE.report_key]["per_type"].items() if s["f1"] == 0)
+    per_type = variants[REFERENCE.report_key]["per_type"]
+    zero = sorted(t for t, s in per_type.items() if s["f1"] == 0 and s["support"] > 0)
     if zero:
         log.warning("the model scores F1 0 on entity types %s: it never finds them in the test split", zero)
     report = {
@@ -185,8 +186,9 @@ main = Command(
     __doc__ or "",
     _add_arguments,
     _run,
-    epilog="Settings from the environment: MODEL, DATA, ARTIFACTS, EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES,\n"
-    "MODEL_REPOSITORY, CASING, SEED, LR, BATCH_SIZE, CALIB_SENTENCES, SMOOTHQUANT, MAX_F1_DROP, PRUNE (docs/build.md).",
+    epilog="Settings from the environment: MODEL, DATA, SCHEME, HUB_TOKENS, HUB_TAGS, HUB_SPLITS, ARTIFACTS, EPOCHS,\n"
+    "MIN_STEPS, MAX_EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES, MODEL_REPOSITORY, CASING, SEED, LR, BATCH_SIZE,\n"
+    "CALIB_SENTENCES, SMOOTHQUANT, MAX_F1_DROP, MIN_F1, BASELINE_MARGIN, PRUNE (docs/build.md).",
 ).main
 
 

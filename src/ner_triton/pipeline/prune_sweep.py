@@ -126,7 +126,7 @@ def finish(settings: BuildSettings, rows: list[dict[str, Any]], model_dir: Path,
 
 def render(report: dict[str, Any]) -> str:
     lines = [
-        "# Pruning trade-off (INT8 static QDQ, CoNLL-2003 test, in-process)",
+        "# Pruning trade-off (INT8 static QDQ, test split, in-process)",
         "",
         "| level | test F1 | ΔF1 (points) | parameters | × params | INT8 MB | b32 sent/s | × throughput "
         "| b1 ms | × b1 latency | heads per layer |",
