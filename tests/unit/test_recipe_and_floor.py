@@ -80,7 +80,7 @@ def test_data_and_floor_settings_from_the_environment() -> None:
 
 def test_types_only_in_the_test_split_are_named(tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     from ner_triton.labels import LabelMap
-    from ner_triton.pipeline.build import baseline_scores
+    from ner_triton.pipeline.build import baseline_scores, eval_sentences
 
     for split, rows in {
         "train": "Oslo\tB-city",
@@ -89,6 +89,6 @@ def test_types_only_in_the_test_split_are_named(tmp_path, caplog: pytest.LogCapt
     }.items():
         (tmp_path / f"{split}.tsv").write_text(rows + "\n", encoding="utf-8")
     settings = BuildSettings(data=str(tmp_path))
-    scores = baseline_scores(settings, LabelMap.from_tags(["B-city"]))
+    scores = baseline_scores(settings, LabelMap.from_tags(["B-city"]), eval_sentences(settings))
     assert scores["types_only_in_test"] == ["firm"] and scores["f1"] == pytest.approx(2 / 3, abs=1e-3)
     assert "['firm'] occur in the test split but not in training" in caplog.text

@@ -12,6 +12,7 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +73,10 @@ def eval_sentences(settings: BuildSettings) -> list[Sentence]:
     return subsample(load_split(settings.source, "test"), settings.max_eval_sentences, settings.train.seed)
 
 
-def baseline_scores(settings: BuildSettings, labels: LabelMap) -> dict[str, Any]:
-    """The dictionary baseline on the test split (fit on the training split the model saw), and a warning
-    for entity types of the test split that the model has no label for."""
+def baseline_scores(settings: BuildSettings, labels: LabelMap, test: Sequence[Sentence]) -> dict[str, Any]:
+    """The dictionary baseline on ``test`` (fit on the training split the model saw), and a warning for entity
+    types of the test split that the model has no label for."""
     train = subsample(load_split(settings.source, "train"), settings.train.max_train_sentences, settings.train.seed)
-    test = eval_sentences(settings)
     unseen = sorted({t[2:] for s in test for t in s.tags if t != "O"} - set(labels.entity_types))
     if unseen:
         log.warning("entity types %s occur in the test split but not in training or validation: the model has no "
@@ -85,15 +85,14 @@ def baseline_scores(settings: BuildSettings, labels: LabelMap) -> dict[str, Any]
 
 
 def evaluate_variants(
-    settings: BuildSettings, model_dir: Path, onnx_paths: dict[str, Path]
-) -> tuple[dict[str, dict[str, Any]], int]:
-    """Test-split scores, file size and in-process latency of every variant, side by side."""
+    settings: BuildSettings, model_dir: Path, onnx_paths: dict[str, Path], test: Sequence[Sentence]
+) -> dict[str, dict[str, Any]]:
+    """Scores on ``test``, file size and in-process latency of every variant, side by side."""
     import torch
 
     torch.set_num_threads(settings.threads)
     tokenizer = load_tokenizer(str(model_dir))
     labels = LabelMap.load(model_dir / LABELS_FILE)
-    test = eval_sentences(settings)
     texts = [s.text for s in test]
     weight_files = [p for p in model_dir.iterdir() if p.suffix == ".safetensors"]
     candidates: dict[str, tuple[Predictor, list[Path]]] = {
@@ -120,7 +119,7 @@ def evaluate_variants(
     ref = out[REFERENCE.report_key]["f1"]
     for v in out.values():
         v["delta_f1_points"] = round((v["f1"] - ref) * 100, 2)
-    return out, len(test)
+    return out
 
 
 def build(settings: BuildSettings) -> Path:
@@ -139,10 +138,11 @@ def build(settings: BuildSettings) -> Path:
         model_dir = finetune(settings, settings.source, artifacts / MODEL_DIR)
     fp32 = export_onnx(settings, model_dir, artifacts / ONNX_DIR)
     onnx_paths = {REFERENCE.report_key: fp32, **quantize_variants(settings, model_dir, fp32, artifacts / ONNX_DIR)}
-    variants, n_test = evaluate_variants(settings, model_dir, onnx_paths)
+    test = eval_sentences(settings)
+    variants = evaluate_variants(settings, model_dir, onnx_paths, test)
     summary = json.loads((model_dir / TRAIN_SUMMARY).read_text(encoding="utf-8"))
     verdict = gate(variants, settings.quant.max_f1_drop_points)
-    baseline = baseline_scores(settings, LabelMap.load(model_dir / LABELS_FILE))
+    baseline = baseline_scores(settings, LabelMap.load(model_dir / LABELS_FILE), test)
     quality = quality_verdict(variants[REFERENCE.report_key]["f1"], baseline["f1"], settings.quality)
     per_type = variants[REFERENCE.report_key]["per_type"]
     zero = sorted(t for t, s in per_type.items() if s["f1"] == 0 and s["support"] > 0)
@@ -151,7 +151,7 @@ def build(settings: BuildSettings) -> Path:
     report = {
         "model": summary["model"],
         "data": str(settings.data),
-        "test_sentences": n_test,
+        "test_sentences": len(test),
         "training": {k: v for k, v in summary.items() if k != "model"},
         "variants": variants,
         "gate": verdict,
