@@ -14,10 +14,13 @@ logging set-up (``--log-level``), and errors. An error this package raises on pu
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from ner_triton import __version__
 from ner_triton.errors import NerTritonError
@@ -28,6 +31,15 @@ EXIT_ERROR = 2  # a NerTritonError: the message names the fix
 EXIT_INTERRUPTED = 130
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def emit_json(result: Any, output: Path | None) -> None:
+    """Print a command's result as JSON, and write the same text to ``output`` when one is given."""
+    text = json.dumps(result, indent=2)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n", encoding="utf-8")
+    print(text)
 
 
 def summary(doc: str | None) -> str:

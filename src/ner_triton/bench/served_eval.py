@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ner_triton.cli import Command
+from ner_triton.cli import Command, emit_json
 from ner_triton.client import NerClient
 from ner_triton.data import Sentence, load_split
 from ner_triton.decoding import spans_to_token_tags
@@ -127,11 +127,7 @@ def _run(args: argparse.Namespace) -> int:
             "f1": in_process,
             "delta_points": round((result["f1"] - in_process) * 100, 2),
         }
-    text = json.dumps(result, indent=2)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    emit_json(result, args.output)
     return 0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ner_triton.bench.served_eval import evaluate_served
-from ner_triton.cli import Command
+from ner_triton.cli import Command, emit_json
 from ner_triton.data import Sentence, load_split
 from ner_triton.repository.install import install_artifacts, settings_for_model
 from ner_triton.repository.model_configs import BatchingSettings
@@ -94,11 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix=f"tune-{name}-") as tmp:
             results[name] = measure(args.artifacts, CANDIDATES[name], sentences, args.concurrency, Path(tmp))
         log.info("%s: %s", name, json.dumps({k: v for k, v in results[name].items() if k != "batching"}))
-    text = json.dumps(results, indent=2)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    emit_json(results, args.output)
     return 0
 
 
