@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from support import TinyBuild
+from support import TinyBuild, tiny_settings
 
 # Tiny invented documents in the CoNLL-2003 format (4 columns, IOB1), written by the tests themselves.
 DOC = """-DOCSTART- -X- O O
@@ -84,21 +84,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_build(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, conll_dir: Path) -> TinyBuild:
     """The whole build on the tiny model: artifacts plus an installed model repository."""
     from ner_triton.pipeline.build import build
-    from ner_triton.settings import BuildSettings, QualitySettings, QuantSettings, TrainSettings
 
     artifacts = tmp_path_factory.mktemp("artifacts")
     repository = tmp_path_factory.mktemp("model_repository")
-    settings = BuildSettings(
-        model=str(tiny_model_dir),
-        data=str(conll_dir),
-        artifacts=artifacts,
-        repository=repository,
-        train=TrainSettings(epochs=3, min_steps=0, batch_size=8, learning_rate=5e-3, warmup_ratio=0.0),
-        quant=QuantSettings(calibration_sentences=16, calibration_length=32, max_f1_drop_points=100.0),
-        # The tiny random model is not meant to beat a lookup of its own training documents: floor off here
-        # (tests/pipeline/test_quality_floor.py tests the floor).
-        quality=QualitySettings(baseline_margin_points=None),
-        threads=1,
-    )
-    build(settings)
+    build(tiny_settings(tiny_model_dir, conll_dir, artifacts, repository, epochs=3))
     return TinyBuild(artifacts, repository)

@@ -12,7 +12,7 @@ from ner_triton.client import NerClient
 from ner_triton.data import load_split
 from ner_triton.pipeline.build import build
 from ner_triton.serving.server import ServerSettings, TritonServer
-from ner_triton.settings import BuildSettings, QualitySettings, QuantSettings, TrainSettings
+from support import tiny_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,16 +37,8 @@ def test_non_conll_label_set_is_served_with_its_own_types(tiny_model_dir: Path, 
     _write(data / "train.tsv", 16)
     _write(data / "dev.tsv", 2)
     _write(data / "test.tsv", 2)
-    settings = BuildSettings(
-        model=str(tiny_model_dir),
-        data=str(data),
-        artifacts=tmp_path / "artifacts",
-        repository=tmp_path / "repo",
-        train=TrainSettings(epochs=6, min_steps=0, batch_size=8, learning_rate=5e-3, warmup_ratio=0.0),
-        quant=QuantSettings(calibration_sentences=16, calibration_length=32, max_f1_drop_points=100.0),
-        quality=QualitySettings(baseline_margin_points=None),  # a lookup of the repeated training text is perfect
-        threads=1,
-    )
+    # floor off: a lookup of the repeated training text is perfect
+    settings = tiny_settings(tiny_model_dir, data, tmp_path / "artifacts", tmp_path / "repo", epochs=6)
     report = json.loads(build(settings).read_text())
     labels = json.loads((tmp_path / "artifacts" / "model" / "labels.json").read_text())["labels"]
     assert {label[2:] for label in labels if label != "O"} == TYPES

@@ -13,8 +13,8 @@ import pytest
 from ner_triton.errors import ConfigError
 from ner_triton.modeling import NerModel
 from ner_triton.pipeline.prune_sweep import sweep
-from ner_triton.settings import BuildSettings, PruneSettings, QualitySettings, QuantSettings, TrainSettings
-from support import TinyBuild
+from ner_triton.settings import BuildSettings, PruneSettings, QuantSettings, TrainSettings
+from support import TinyBuild, tiny_settings
 
 pytestmark = pytest.mark.slow
 
@@ -71,16 +71,13 @@ def test_sweep_removes_heads_and_layers_from_the_exported_graph(
 def test_build_with_prune_serves_the_pruned_model(tiny_model_dir: Path, conll_dir: Path, tmp_path: Path) -> None:
     from ner_triton.pipeline.build import build
 
-    settings = BuildSettings(
-        model=str(tiny_model_dir),
-        data=str(conll_dir),
-        artifacts=tmp_path / "artifacts",
-        repository=tmp_path / "repo",
-        train=TrainSettings(epochs=2, min_steps=0, batch_size=8, learning_rate=5e-3, warmup_ratio=0.0),
-        quant=QuantSettings(calibration_sentences=16, calibration_length=32, max_f1_drop_points=100.0),
-        quality=QualitySettings(baseline_margin_points=None),  # the tiny model is not meant to beat a lookup
+    settings = tiny_settings(
+        tiny_model_dir,
+        conll_dir,
+        tmp_path / "artifacts",
+        tmp_path / "repo",
+        epochs=2,
         prune=PruneSettings(layers=1, importance_batches=4),
-        threads=1,
     )
     report = json.loads(build(settings).read_text())
     assert report["training"]["pruning"]["dropped_layers"] and report["training"]["pruning"]["heads_per_layer"] == [2]

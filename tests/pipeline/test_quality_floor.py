@@ -9,7 +9,7 @@ import pytest
 
 from ner_triton.errors import QualityGateError
 from ner_triton.pipeline.build import build
-from ner_triton.settings import BuildSettings, QuantSettings, TrainSettings
+from support import tiny_settings
 
 pytestmark = pytest.mark.slow
 
@@ -17,14 +17,8 @@ pytestmark = pytest.mark.slow
 def test_a_build_that_learned_nothing_fails_the_floor_and_installs_nothing(
     tiny_model_dir: Path, conll_dir: Path, tmp_path: Path
 ) -> None:
-    settings = BuildSettings(
-        model=str(tiny_model_dir),
-        data=str(conll_dir),
-        artifacts=tmp_path / "artifacts",
-        repository=tmp_path / "repo",
-        train=TrainSettings(epochs=1, min_steps=0, batch_size=8, learning_rate=1e-9, warmup_ratio=0.0),
-        quant=QuantSettings(calibration_sentences=16, calibration_length=32, max_f1_drop_points=100.0),
-        threads=1,
+    settings = tiny_settings(
+        tiny_model_dir, conll_dir, tmp_path / "artifacts", tmp_path / "repo", epochs=1, learning_rate=1e-9, floor=True
     )
     with pytest.raises(QualityGateError, match=r"quality floor failed: FP32 test F1 .* dictionary baseline .*LR"):
         build(settings)
