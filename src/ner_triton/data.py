@@ -28,13 +28,10 @@ _STEMS: dict[str, tuple[str, ...]] = {
     "valid": ("valid", "dev", "validation", "val"),
     "test": ("test",),
 }
-_SUFFIXES = (".txt", ".tsv", ".conll", ".bio", ".iob", "")
+_CONLL_2003 = {"train": "eng.train", "valid": "eng.testa", "test": "eng.testb"}
+_OTHER_SUFFIXES = (".tsv", ".conll", ".bio", ".iob", "")
 SPLIT_FILES: dict[str, tuple[str, ...]] = {
-    split: (
-        *(f"{stem}.txt" for stem in stems),
-        *{"train": ("eng.train",), "valid": ("eng.testa",), "test": ("eng.testb",)}[split],
-        *(f"{stem}{suffix}" for stem in stems for suffix in _SUFFIXES if suffix != ".txt"),
-    )
+    split: (*(f"{s}.txt" for s in stems), _CONLL_2003[split], *(s + x for s in stems for x in _OTHER_SUFFIXES))
     for split, stems in _STEMS.items()
 }
 HUB = "hub"  # DATA=hub: CoNLL-2003 from the hub; DATA=hub:<name or local dataset directory>: another dataset
