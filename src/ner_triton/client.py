@@ -4,11 +4,22 @@
         for entities in client.extract(["Angela Merkel visited Paris."]):
             print([(e.entity, e.word) for e in entities])
 
-:class:`NerClient` is synchronous, :class:`AsyncNerClient` is the asyncio twin. Many texts go in one
-request (up to ``max_texts_per_request``; longer lists are split); ``retry`` (a :class:`RetryPolicy`) retries
-overload and restarts with exponential backoff and jitter. Every failure is a
-:class:`~ner_triton.errors.ClientError`: :class:`ServiceUnavailableError` (no server),
-:class:`DeadlineExceededError` (too slow for ``timeout_s``) or :class:`RequestRejectedError` (the server's reason).
+:class:`NerClient` is synchronous, :class:`AsyncNerClient` is the asyncio twin (it sends the chunks of a long
+list concurrently). Many texts go in one request (up to ``max_texts_per_request``; longer lists are split).
+
+* ``timeout_s`` is the deadline of one ``extract()`` call: every chunk and every retry of it shares it, so a
+  call returns or raises within ``timeout_s`` (plus the moment it takes to notice).
+* ``retry`` (a :class:`RetryPolicy`) retries overload and restarts with exponential backoff and full jitter,
+  only while the deadline leaves room for the wait.
+* ``tls`` (a :class:`Tls`) talks TLS to Triton's ``--grpc-use-ssl`` or to a TLS-terminating proxy, optionally
+  with a client certificate (mutual TLS); ``headers`` go with every call as gRPC metadata (an auth token for
+  the gateway; ``triton-grpc-protocol-<key>`` for Triton's own ``--grpc-restricted-protocol``).
+
+Every failure is a :class:`~ner_triton.errors.ClientError`, chosen by the call's gRPC status code
+(:data:`STATUS_ERRORS`): :class:`ServiceUnavailableError` (no server answers), :class:`DeadlineExceededError`,
+:class:`OverloadedError` (the server answered but shed the request: retry), :class:`AccessDeniedError`
+(credentials refused) or :class:`RequestRejectedError` (the server's reason). ``UNAVAILABLE`` means either
+"nothing answers" or "the server shed the request"; the channel's connectivity tells which.
 """
 
 from __future__ import annotations
@@ -16,38 +27,234 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
+import grpc
 import numpy as np
 
 from ner_triton.decoding import Entity
 from ner_triton.errors import (
+    AccessDeniedError,
     ClientError,
+    ConfigError,
     DeadlineExceededError,
     InvalidInputError,
+    OverloadedError,
     RequestRejectedError,
     ServiceUnavailableError,
 )
 from ner_triton.schema import ENSEMBLE, ENTITIES, TEXT
 
 DEFAULT_URL = "127.0.0.1:8001"
+T = TypeVar("T")
 
 
-def channel_args() -> list[tuple[str, int]]:
+# ------------------------------------------------------------------------------------------ transport
+
+
+@dataclass(frozen=True)
+class Tls:
+    """TLS of the gRPC channel. Without ``root_certificates`` the system's CA bundle verifies the server;
+    ``private_key`` with ``certificate_chain`` (PEM files, both or neither) present a client certificate;
+    ``server_name`` checks the server's certificate for that name instead of the host in the URL."""
+
+    root_certificates: Path | None = None
+    private_key: Path | None = None
+    certificate_chain: Path | None = None
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.private_key is None) != (self.certificate_chain is None):
+            raise ConfigError(
+                "a client certificate needs both its private key and its certificate chain "
+                "(--private-key and --certificate-chain): give both or neither."
+            )
+
+    @staticmethod
+    def _read(path: Path | None, what: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the {what} {path} ({exc.strerror}): give the path of a PEM file.") from exc
+        if b"-----BEGIN" not in data:
+            raise ConfigError(f"{path} is not a PEM file (no -----BEGIN line): give the {what} in PEM form.")
+        return data
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self._read(self.root_certificates, "root certificates"),
+            private_key=self._read(self.private_key, "private key"),
+            certificate_chain=self._read(self.certificate_chain, "certificate chain"),
+        )
+
+
+def channel_args(tls: Tls | None = None) -> list[tuple[str, Any]]:
     """gRPC channel options: tritonclient's defaults, plus a reconnect backoff capped at 1 s so a client
     finds a restarted server within a second instead of gRPC's default of up to two minutes."""
     from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 
-    return [
+    args: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
         ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1000),
     ]
+    if tls is not None and tls.server_name:
+        args.append(("grpc.ssl_target_name_override", tls.server_name))
+    return args
+
+
+_HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+def check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """Request headers as gRPC metadata: names lower-cased (gRPC requires it), values printable ASCII."""
+    out: dict[str, str] = {}
+    for name, value in (headers or {}).items():
+        key = name.strip().lower()
+        if not _HEADER_NAME.fullmatch(key) or key.endswith("-bin") or key.startswith("grpc-"):
+            raise ConfigError(
+                f"header name {name!r} cannot be sent as gRPC metadata: use letters, digits, '-', '_' or '.', "
+                "not ending in -bin and not starting with grpc-."
+            )
+        if not isinstance(value, str) or any(not 0x20 <= ord(c) < 0x7F for c in value):
+            raise ConfigError(f"the value of header {key!r} must be printable ASCII (no line breaks).")
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------- deadline
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """One point in time shared by every attempt of a call (``None``: no deadline)."""
+
+    at: float | None
+
+    @classmethod
+    def after(cls, timeout_s: float | None) -> Deadline:
+        return cls(None if timeout_s is None else time.monotonic() + timeout_s)
+
+    def remaining(self) -> float | None:
+        return None if self.at is None else self.at - time.monotonic()
+
+    def allows(self, wait_s: float) -> bool:
+        """True when waiting ``wait_s`` still leaves time for another attempt."""
+        left = self.remaining()
+        return left is None or left > wait_s
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+def status_code(exc: BaseException) -> grpc.StatusCode | None:
+    """The gRPC status code of a tritonclient exception (``status()`` is e.g. ``"StatusCode.UNAVAILABLE"``)."""
+    status = getattr(exc, "status", None)
+    text = str(status() if callable(status) else status or "")
+    name = text.rsplit(".", 1)[-1].strip()
+    return grpc.StatusCode.__members__.get(name)
+
+
+# Status code -> the error raised for it, and what to do about it. UNAVAILABLE is split by whether the
+# channel is connected (OverloadedError: the server answered) or not (ServiceUnavailableError).
+STATUS_ERRORS: dict[grpc.StatusCode, tuple[type[ClientError], str]] = {
+    grpc.StatusCode.DEADLINE_EXCEEDED: (
+        DeadlineExceededError,
+        "raise the timeout or send fewer texts per call",
+    ),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (OverloadedError, "retry with backoff (RetryPolicy) or add capacity"),
+    grpc.StatusCode.NOT_FOUND: (RequestRejectedError, "check the model name"),
+    grpc.StatusCode.INVALID_ARGUMENT: (RequestRejectedError, "fix the named input"),
+    grpc.StatusCode.FAILED_PRECONDITION: (RequestRejectedError, "fix the named input"),
+    grpc.StatusCode.OUT_OF_RANGE: (RequestRejectedError, "fix the named input"),
+    grpc.StatusCode.UNAUTHENTICATED: (
+        AccessDeniedError,
+        "send the credentials the gateway expects (--header, a client certificate)",
+    ),
+    grpc.StatusCode.PERMISSION_DENIED: (AccessDeniedError, "use credentials that are allowed this call"),
+    grpc.StatusCode.UNIMPLEMENTED: (RequestRejectedError, "check that the address is a Triton gRPC endpoint"),
+    grpc.StatusCode.INTERNAL: (RequestRejectedError, "see the server's log"),
+    grpc.StatusCode.UNKNOWN: (RequestRejectedError, "see the server's log"),
+    grpc.StatusCode.CANCELLED: (ClientError, "the call was cancelled"),
+}
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def channel_connected(client: Any) -> bool | None:
+    """Whether a synchronous tritonclient's channel is connected to a server right now (None: unknown)."""
+    channel = getattr(client, "_channel", None)
+    if channel is None:
+        return None
+    ready = grpc.channel_ready_future(channel)
+    try:
+        ready.result(timeout=0.05)
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        ready.cancel()
+    return True
+
+
+def translate_error(
+    exc: Exception, url: str, model: str, timeout_s: float | None, connected: bool | None = None
+) -> ClientError:
+    """Map a tritonclient exception to our exception tree by its gRPC status code, with the fix.
+
+    ``connected``: whether the channel reached the server, which splits ``UNAVAILABLE`` into "the server
+    answered but shed the request" (True) and "no server answers" (False or unknown)."""
+    code = status_code(exc)
+    message = getattr(exc, "message", lambda: str(exc))() or str(exc)
+    if code is grpc.StatusCode.UNAVAILABLE:
+        if connected:
+            return OverloadedError(
+                f"{model} at {url} answered UNAVAILABLE ({message}): it shed the request (queue full or timed "
+                "out, restarting) or expects a header; retry with backoff (RetryPolicy) or add capacity."
+            )
+        return ServiceUnavailableError(
+            f"no NER server answers at {url} ({message}): start one with `make serve`, or check the address "
+            "and TLS settings (a TLS server needs --ssl, a plain one must not get it)."
+        )
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceededError(
+            f"{model} at {url} did not answer within the deadline of {timeout_s} s (retries included): raise the "
+            "timeout or send fewer texts per call."
+        )
+    kind, fix = STATUS_ERRORS.get(code, (RequestRejectedError, "see the server's log")) if code else (ClientError, "")
+    what = code.name if code else "an error without a gRPC status"
+    return kind(f"{model} at {url} rejected the request ({what}): {message}" + (f"; {fix}." if fix else ""))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries with exponential backoff and full jitter, only for status codes worth retrying (the server
+    is restarting or shedding load); bad input and deadlines are never retried."""
+
+    retries: int = 2
+    base_s: float = 0.05
+    cap_s: float = 2.0
+    retryable: tuple[str, ...] = tuple(c.name for c in RETRYABLE)
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0.0, min(self.cap_s, self.base_s * 2**attempt))
+
+    def should_retry(self, exc: Exception, attempt: int) -> bool:
+        code = status_code(exc)
+        return attempt < self.retries and code is not None and code.name in self.retryable
+
+
+NO_RETRY = RetryPolicy(retries=0)
+
+
+# ------------------------------------------------------------------------------------------- requests
 
 
 def _chunks(texts: Sequence[str], size: int) -> list[Sequence[str]]:
@@ -78,52 +285,52 @@ def _parse(result: Any, n: int) -> list[list[Entity]]:
     return [[Entity(**e) for e in json.loads(item)] for item in raw]
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retries with exponential backoff and full jitter, only for statuses worth retrying
-    (the server is restarting or shedding load); bad input and deadlines are never retried."""
-
-    retries: int = 2
-    base_s: float = 0.05
-    cap_s: float = 2.0
-    retryable: tuple[str, ...] = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
-
-    def delay(self, attempt: int) -> float:
-        return random.uniform(0.0, min(self.cap_s, self.base_s * 2**attempt))
-
-    def should_retry(self, exc: Exception, attempt: int) -> bool:
-        status = str(getattr(exc, "status", lambda: "")() or "")
-        return attempt < self.retries and any(s in status for s in self.retryable)
+def _check_settings(timeout_s: float | None, max_texts_per_request: int) -> None:
+    if timeout_s is not None and not timeout_s > 0:
+        raise ConfigError(f"timeout_s={timeout_s} must be > 0 (or None for no deadline).")
+    if max_texts_per_request < 1:
+        raise ConfigError(f"max_texts_per_request={max_texts_per_request} must be >= 1.")
 
 
-NO_RETRY = RetryPolicy(retries=0)
+class _Base:
+    """What both clients share: settings, the error mapping and the retry loop's decisions."""
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        timeout_s: float | None,
+        max_texts_per_request: int,
+        retry: RetryPolicy,
+        tls: Tls | None,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        _check_settings(timeout_s, max_texts_per_request)
+        self.url, self.model, self.timeout_s = url, model, timeout_s
+        self.max_texts_per_request, self.retry, self.tls = max_texts_per_request, retry, tls
+        self.headers = check_headers(headers)
+        self._creds = tls.credentials() if tls is not None else None
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"url": self.url, "channel_args": channel_args(self.tls)}
+        if self._creds is not None:
+            kwargs["creds"] = self._creds
+        return kwargs
+
+    def _remaining(self, deadline: Deadline) -> float | None:
+        left = deadline.remaining()
+        if left is not None and left <= 0:
+            raise DeadlineExceededError(
+                f"{self.model} at {self.url} did not answer within the deadline of {self.timeout_s} s "
+                "(retries included): raise the timeout or send fewer texts per call."
+            )
+        return left
+
+    def _give_up(self, exc: Exception, attempt: int, delay: float, deadline: Deadline) -> bool:
+        return not self.retry.should_retry(exc, attempt) or not deadline.allows(delay)
 
 
-OVERLOAD_MARKERS = ("request timeout expired", "exceeds maximum queue size", "maximum queue size")
-
-
-def translate_error(exc: Exception, url: str, model: str, timeout_s: float | None) -> ClientError:
-    """Map a tritonclient exception to our exception tree, with the fix in the message."""
-    status = str(getattr(exc, "status", lambda: "")() or "")
-    message = getattr(exc, "message", lambda: str(exc))() or str(exc)
-    low = message.lower()
-    if any(m in low for m in OVERLOAD_MARKERS):
-        return RequestRejectedError(
-            f"{model} at {url} is overloaded and shed this request ({message}): retry with backoff "
-            "(RetryPolicy) or add capacity."
-        )
-    if "UNAVAILABLE" in status or "failed to connect" in low or "connection refused" in low:
-        return ServiceUnavailableError(f"no NER server answers at {url} ({message}): start one with `make serve`.")
-    if "DEADLINE_EXCEEDED" in status or "deadline" in low:
-        return DeadlineExceededError(
-            f"{model} at {url} did not answer within {timeout_s} s: raise the timeout or send fewer texts per call."
-        )
-    if "NOT_FOUND" in status or "unknown model" in low:
-        return RequestRejectedError(f"{url} does not serve model {model!r} ({message}): check the model name.")
-    return RequestRejectedError(f"{model} at {url} rejected the request: {message}")
-
-
-class NerClient:
+class NerClient(_Base):
     """Synchronous client of the NER ensemble over gRPC."""
 
     def __init__(
@@ -133,30 +340,37 @@ class NerClient:
         timeout_s: float | None = 30.0,
         max_texts_per_request: int = 64,
         retry: RetryPolicy = NO_RETRY,
+        *,
+        tls: Tls | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         import tritonclient.grpc as grpcclient
 
+        super().__init__(url, model, timeout_s, max_texts_per_request, retry, tls, headers)
         self._mod = grpcclient
-        self.url, self.model, self.timeout_s = url, model, timeout_s
-        self.max_texts_per_request, self.retry = max_texts_per_request, retry
-        self._client = grpcclient.InferenceServerClient(url=url, channel_args=channel_args())
+        self._client = grpcclient.InferenceServerClient(**self._client_kwargs())
 
     def is_ready(self) -> bool:
         """True when the server answers and the model is ready."""
         try:
-            return bool(self._client.is_server_ready() and self._client.is_model_ready(self.model))
+            headers = self.headers or None
+            return bool(self._client.is_server_ready(headers) and self._client.is_model_ready(self.model, "", headers))
         except Exception:
             return False
 
     def extract(self, texts: Sequence[str]) -> list[list[Entity]]:
-        """Entities of every text, in order."""
+        """Entities of every text, in order (one deadline for the whole call)."""
         checked = _check_texts(texts)
+        deadline = Deadline.after(self.timeout_s)
         out: list[list[Entity]] = []
         for part in _chunks(checked, self.max_texts_per_request):
-            out.extend(_parse(self._infer(part), len(part)))
+            out.extend(_parse(self._infer(part, deadline), len(part)))
         return out
 
-    def _infer(self, part: Sequence[str]) -> Any:
+    def _connected(self) -> bool | None:
+        return channel_connected(self._client)
+
+    def _infer(self, part: Sequence[str], deadline: Deadline) -> Any:
         attempt = 0
         while True:
             try:
@@ -164,17 +378,20 @@ class NerClient:
                     self.model,
                     _inputs(self._mod, part),
                     outputs=[self._mod.InferRequestedOutput(ENTITIES)],
-                    client_timeout=self.timeout_s,
+                    client_timeout=self._remaining(deadline),
+                    headers=self.headers or None,
                 )
             except self._mod.InferenceServerException as exc:
-                if not self.retry.should_retry(exc, attempt):
-                    raise translate_error(exc, self.url, self.model, self.timeout_s) from exc
-                time.sleep(self.retry.delay(attempt))
+                delay = self.retry.delay(attempt)
+                if self._give_up(exc, attempt, delay, deadline):
+                    connected = self._connected() if status_code(exc) is grpc.StatusCode.UNAVAILABLE else None
+                    raise translate_error(exc, self.url, self.model, self.timeout_s, connected) from exc
+                time.sleep(delay)
                 attempt += 1
 
     def statistics(self, model: str = "") -> dict[str, Any]:
         """Triton's inference statistics (all models, or one) as a dict."""
-        return self._client.get_inference_statistics(model, as_json=True)  # type: ignore[no-any-return]
+        return self._client.get_inference_statistics(model, as_json=True, headers=self.headers or None)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self._client.close()
@@ -186,8 +403,21 @@ class NerClient:
         self.close()
 
 
-class AsyncNerClient:
-    """asyncio client of the NER ensemble over gRPC (``tritonclient.grpc.aio``)."""
+async def _gather_or_cancel(aws: list[Awaitable[T]]) -> list[T]:
+    """All results in order; on the first failure the other calls are cancelled and it is raised."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+class AsyncNerClient(_Base):
+    """asyncio client of the NER ensemble over gRPC (``tritonclient.grpc.aio``); the chunks of one call go
+    out concurrently, at most ``max_concurrent_requests`` at a time."""
 
     def __init__(
         self,
@@ -196,23 +426,51 @@ class AsyncNerClient:
         timeout_s: float | None = 30.0,
         max_texts_per_request: int = 64,
         retry: RetryPolicy = NO_RETRY,
+        *,
+        tls: Tls | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_concurrent_requests: int = 8,
     ) -> None:
         import tritonclient.grpc as grpcclient
         import tritonclient.grpc.aio as aioclient
 
+        super().__init__(url, model, timeout_s, max_texts_per_request, retry, tls, headers)
+        if max_concurrent_requests < 1:
+            raise ConfigError(f"max_concurrent_requests={max_concurrent_requests} must be >= 1.")
+        self.max_concurrent_requests = max_concurrent_requests
         self._mod, self._aio = grpcclient, aioclient
-        self.url, self.model, self.timeout_s = url, model, timeout_s
-        self.max_texts_per_request, self.retry = max_texts_per_request, retry
-        self._client = aioclient.InferenceServerClient(url=url, channel_args=channel_args())
+        self._client = aioclient.InferenceServerClient(**self._client_kwargs())
+
+    async def is_ready(self) -> bool:
+        try:
+            headers = self.headers or None
+            return bool(
+                await self._client.is_server_ready(headers)
+                and await self._client.is_model_ready(self.model, "", headers)
+            )
+        except Exception:
+            return False
 
     async def extract(self, texts: Sequence[str]) -> list[list[Entity]]:
+        """Entities of every text, in order; the chunks are sent concurrently under one deadline."""
         checked = _check_texts(texts)
-        out: list[list[Entity]] = []
-        for part in _chunks(checked, self.max_texts_per_request):
-            out.extend(_parse(await self._infer(part), len(part)))
-        return out
+        deadline = Deadline.after(self.timeout_s)
+        limit = asyncio.Semaphore(self.max_concurrent_requests)
 
-    async def _infer(self, part: Sequence[str]) -> Any:
+        async def one(part: Sequence[str]) -> list[list[Entity]]:
+            async with limit:
+                return _parse(await self._infer(part, deadline), len(part))
+
+        parts = await _gather_or_cancel([one(p) for p in _chunks(checked, self.max_texts_per_request)])
+        return [entities for part in parts for entities in part]
+
+    def _connected(self) -> bool | None:
+        channel = getattr(self._client, "_channel", None)
+        if channel is None:
+            return None
+        return bool(channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY)
+
+    async def _infer(self, part: Sequence[str], deadline: Deadline) -> Any:
         attempt = 0
         while True:
             try:
@@ -220,12 +478,15 @@ class AsyncNerClient:
                     self.model,
                     _inputs(self._aio, part),
                     outputs=[self._aio.InferRequestedOutput(ENTITIES)],
-                    client_timeout=self.timeout_s,
+                    client_timeout=self._remaining(deadline),
+                    headers=self.headers or None,
                 )
             except self._mod.InferenceServerException as exc:
-                if not self.retry.should_retry(exc, attempt):
-                    raise translate_error(exc, self.url, self.model, self.timeout_s) from exc
-                await asyncio.sleep(self.retry.delay(attempt))
+                delay = self.retry.delay(attempt)
+                if self._give_up(exc, attempt, delay, deadline):
+                    connected = self._connected() if status_code(exc) is grpc.StatusCode.UNAVAILABLE else None
+                    raise translate_error(exc, self.url, self.model, self.timeout_s, connected) from exc
+                await asyncio.sleep(delay)
                 attempt += 1
 
     async def close(self) -> None:

@@ -13,7 +13,9 @@
     +-- ClientError             a call to the service failed
         +-- ServiceUnavailableError   no server answers at the address (start it with `make serve`)
         +-- DeadlineExceededError     the server did not answer within the deadline
-        +-- RequestRejectedError      the server refused the request (bad input, unknown model, overload)
+        +-- RequestRejectedError      the server refused the request (bad input, unknown model)
+            +-- OverloadedError       the server shed the request (queue full or timed out, restarting): retry
+            +-- AccessDeniedError     a gateway or Triton refused the credentials (header, token, client cert)
 
 Each message says what was wrong and how to fix it, so command-line entry points print
 ``str(error)`` and exit non-zero instead of showing a traceback.
@@ -72,3 +74,11 @@ class DeadlineExceededError(ClientError):
 
 class RequestRejectedError(ClientError):
     """The server answered with an error for this request."""
+
+
+class OverloadedError(RequestRejectedError):
+    """The server answered but shed the request (full queue, queue timeout, shutting down): worth a retry."""
+
+
+class AccessDeniedError(RequestRejectedError):
+    """The server or a gateway in front of it refused the request's credentials."""

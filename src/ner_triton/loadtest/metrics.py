@@ -1,14 +1,19 @@
-"""Triton's Prometheus metrics: scrape, diff, and turn into queue/compute time and batch size per model."""
+"""Triton's Prometheus metrics: scrape, diff, and turn into queue/compute time and batch size per model.
+
+The exposition text is read with ``prometheus_client``'s own parser (the reference implementation of the
+format: escaping, label order, exponents, ``NaN``/``+Inf``), not with a pattern of our own.
+"""
 
 from __future__ import annotations
 
-import re
 import urllib.request
 from collections import defaultdict
 from typing import Any
 
-_LINE = re.compile(r"^(nv_inference_[a-z_]+)\{([^}]*)\}\s+([0-9.eE+-]+)$")
-_MODEL = re.compile(r'model="([^"]+)"')
+from prometheus_client.parser import text_string_to_metric_families
+
+from ner_triton.errors import DataError
+
 COUNTERS = (
     "nv_inference_request_success",
     "nv_inference_request_failure",
@@ -25,13 +30,19 @@ COUNTERS = (
 def parse(text: str) -> dict[str, dict[str, float]]:
     """``{model: {metric: value}}`` of the per-model inference counters (versions summed)."""
     out: dict[str, dict[str, float]] = defaultdict(dict)
-    for line in text.splitlines():
-        m = _LINE.match(line.strip())
-        if not m or m.group(1) not in COUNTERS:
-            continue
-        model = _MODEL.search(m.group(2))
-        if model:
-            out[model.group(1)][m.group(1)] = out[model.group(1)].get(m.group(1), 0.0) + float(m.group(3))
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError as exc:
+        raise DataError(f"the metrics text is not in the Prometheus exposition format ({exc}).") from exc
+    for family in families:
+        for sample in family.samples:
+            # The parser names a counter's samples `<family>_total` (OpenMetrics style) whether or not the text
+            # has the suffix (Triton's has not): the family's name is the metric's name.
+            name = family.name if sample.name in (family.name, f"{family.name}_total") else sample.name
+            if name not in COUNTERS or "model" not in sample.labels:
+                continue
+            per_model = out[sample.labels["model"]]
+            per_model[name] = per_model.get(name, 0.0) + float(sample.value)
     return dict(out)
 
 

@@ -18,10 +18,11 @@ from locust import User, constant, events, task
 grpc_gevent.init_gevent()
 
 import gevent  # noqa: E402
+import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 
-from ner_triton.client import channel_args, translate_error  # noqa: E402
+from ner_triton.client import channel_args, channel_connected, status_code, translate_error  # noqa: E402
 from ner_triton.loadtest import metrics  # noqa: E402
 from ner_triton.loadtest.slo import Slo, check  # noqa: E402
 from ner_triton.loadtest.texts import TextPool  # noqa: E402
@@ -41,7 +42,8 @@ def _arguments(parser: Any) -> None:
     parser.add_argument(
         "--ner-data",
         default=os.environ.get("DATA") or default_data(),
-        help="data: a directory of train/valid/test files (any column format) or hub[:<dataset>]",
+        help="texts to send: a text file (one text per line, e.g. loadtest/data/sentences.txt), a directory of "
+        "train/valid/test files (any column format) or hub[:<dataset>]",
     )
     parser.add_argument("--document-share", type=float, default=0.1, help="share of requests that are documents")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="client deadline per request")
@@ -55,7 +57,7 @@ def _arguments(parser: Any) -> None:
 def _pool(environment: Any) -> TextPool:
     global _POOL
     if _POOL is None:
-        _POOL = TextPool.from_conll(environment.parsed_options.ner_data)
+        _POOL = TextPool.from_source(environment.parsed_options.ner_data)
     return _POOL
 
 
@@ -127,7 +129,9 @@ class NerGrpcUser(User):
             result = self.client.infer(self.model, [tensor], client_timeout=self.timeout_s)
             size = sum(len(x) for x in result.as_numpy(ENTITIES))
         except grpcclient.InferenceServerException as exc:
-            error = translate_error(exc, self.url, self.model, self.timeout_s)  # a message that names the fix
+            # a message that names the fix; UNAVAILABLE is "shed" when the channel is up, "no server" when not
+            connected = channel_connected(self.client) if status_code(exc) is grpc.StatusCode.UNAVAILABLE else None
+            error = translate_error(exc, self.url, self.model, self.timeout_s, connected)
         except Exception as exc:  # every failure is recorded, whatever raised it
             error = exc
         self.environment.events.request.fire(
