@@ -43,6 +43,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("serving", ("ner_triton.serving",)),
     ("bench", ("ner_triton.bench",)),
     ("loadtest", ("ner_triton.loadtest",)),
+    ("deploy", ("ner_triton.deploy",)),
 ]
 # What the runtime may import from the package: the shared NER core, and itself.
 RUNTIME_MAY_IMPORT = {

@@ -1,0 +1,1 @@
+"""Operating a deployment: rollouts through Triton's repository API, and inputs for Triton's own tools."""
