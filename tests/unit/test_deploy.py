@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -43,7 +44,16 @@ ADAPTER_RULES = K8S / "extras" / "prometheus-adapter-rules.yaml"
 OVERLAYS = ("cpu", "gpu", "keda")
 # The base's files as written: the Deployment/Service/HPA checks still run where kubectl is missing.
 BASE_FILES = "base-files"
-KUSTOMIZATIONS = ("base", "overlays/cpu", "overlays/gpu", "overlays/keda", "extras")
+KUSTOMIZATIONS = (
+    "base",
+    "overlays/cpu",
+    "overlays/gpu",
+    "overlays/keda",
+    "overlays/gpu-object-storage",
+    "extras",
+    "rollout",
+)
+OBJECT_STORAGE = "gpu-object-storage"
 K8S_VERSION = "1.30.0"
 NAMESPACE = "ner"
 DEPLOYMENT = "ner-triton"
@@ -83,9 +93,9 @@ ADAPTER_PLACEHOLDERS = {
 
 # The server command line the Deployment must run (order free).
 REQUIRED_ARGS = (
-    "--model-repository=/models",
-    "--model-control-mode=poll",
-    "--repository-poll-secs=30",
+    "--model-repository=$(MODEL_REPOSITORY)",
+    "--model-control-mode=explicit",
+    "--load-model=*",
     "--grpc-restricted-protocol=model-repository,shared-memory:ner-admin-key=$(TRITON_ADMIN_KEY)",
     "--http-restricted-api=model-repository,shared-memory:ner-admin-key=$(TRITON_ADMIN_KEY)",
     "--metrics-config=summary_latencies=true",
@@ -506,6 +516,8 @@ def test_k8s_source_files_validate() -> None:
         "HorizontalPodAutoscaler",
         "ConfigMap",
         "ScaledObject",
+        "NetworkPolicy",
+        "Job",
     }
     for _path, doc in docs:
         if doc["kind"] in CRD_API_VERSIONS:
@@ -536,8 +548,9 @@ def test_overlay_objects(overlay: str) -> None:
     kinds = sorted(d["kind"] for d in docs)
     autoscaler = "ScaledObject" if overlay == "keda" else "HorizontalPodAutoscaler"
     assert kinds == sorted(
-        ["Namespace", "Service", "Service", "PersistentVolumeClaim", "Deployment", "PodDisruptionBudget", autoscaler]
-    )
+        ["Namespace", "Service", "Service", "PersistentVolumeClaim", "Deployment", "PodDisruptionBudget", autoscaler,
+         "NetworkPolicy"]
+    )  # fmt: skip
     assert _one(docs, "Deployment", DEPLOYMENT)["spec"]["replicas"] >= 1
     pvc = _one(docs, "PersistentVolumeClaim", "ner-model-repository")
     assert pvc["spec"]["accessModes"] == ["ReadOnlyMany"]
@@ -589,6 +602,7 @@ def test_server_container(overlay: str) -> None:
     assert len(restricted) == 2 and all(a.endswith("=$(TRITON_ADMIN_KEY)") for a in restricted)
 
     env = {e["name"]: e for e in triton["env"]}
+    assert env["MODEL_REPOSITORY"]["value"] == "/models", "the volume; components/object-storage sets a URL"
     key = env["TRITON_ADMIN_KEY"]
     assert "value" not in key
     assert key["valueFrom"]["secretKeyRef"] == {"name": "ner-triton-admin", "key": "admin-key"}
@@ -751,3 +765,136 @@ def test_no_secret_values_under_deploy() -> None:
             for doc in yaml.safe_load_all(text):
                 if isinstance(doc, dict) and doc.get("kind") == "Secret":
                     assert not doc.get("data") and not doc.get("stringData"), f"{rel} commits a Secret with values"
+
+
+# ------------------------------------------------------------------------------ explicit control, rollout
+
+
+def test_no_polling_anywhere_in_the_manifests() -> None:
+    for path in sorted(K8S.rglob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        assert "model-control-mode=poll" not in text and "repository-poll-secs" not in text, path
+
+
+def _rollout_job() -> dict[str, Any]:
+    return _one(_render("rollout"), "Job", "ner-rollout")
+
+
+def test_rollout_job_reaches_every_replica_with_the_admin_key() -> None:
+    import tomllib
+
+    job = _rollout_job()
+    assert job["metadata"]["namespace"] == NAMESPACE
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    command = container["command"]
+    assert command[0] in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    target = command[command.index("--dns") + 1]
+    host, port = target.rsplit(":", 1)
+    headless = _one(_objects(BASE_FILES), "Service", "ner-triton-headless")
+    assert host.split(".")[:2] == [headless["metadata"]["name"], NAMESPACE] and host.endswith(".svc.cluster.local")
+    assert int(port) in {p["port"] for p in headless["spec"]["ports"] if p["name"] == "grpc"}
+    env = {e["name"]: e for e in container["env"]}
+    server_env = {e["name"]: e for e in _triton(_one(_objects(BASE_FILES), "Deployment", DEPLOYMENT))["env"]}
+    assert env["TRITON_ADMIN_KEY"]["valueFrom"] == server_env["TRITON_ADMIN_KEY"]["valueFrom"]
+    assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] <= 2
+
+
+def test_rollout_pods_are_clients_not_servers() -> None:
+    job_labels = _rollout_job()["spec"]["template"]["metadata"]["labels"]
+    docs = _objects("gpu")
+    for service in (d for d in docs if d["kind"] == "Service"):
+        assert not service["spec"]["selector"].items() <= job_labels.items(), "a Service would route to the Job"
+    pdb = _one(docs, "PodDisruptionBudget", DEPLOYMENT)
+    assert not pdb["spec"]["selector"]["matchLabels"].items() <= job_labels.items()
+    policy = _one(docs, "NetworkPolicy", DEPLOYMENT)
+    grpc_rule = next(r for r in policy["spec"]["ingress"] if {"port": "grpc", "protocol": "TCP"} in r["ports"])
+    pod_selectors = [f["podSelector"]["matchLabels"] for f in grpc_rule["from"] if "podSelector" in f]
+    assert any(sel.items() <= job_labels.items() for sel in pod_selectors), "the policy lets the Job in"
+
+
+def test_rollout_job_pod_security() -> None:
+    pod = _rollout_job()["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"]["drop"] == ["ALL"] and sc["seccompProfile"]["type"] == "RuntimeDefault"
+
+
+# --------------------------------------------------------------------------------------- NetworkPolicy
+
+
+@pytest.mark.parametrize("overlay", (BASE_FILES, *OVERLAYS, OBJECT_STORAGE))
+def test_network_policy_admits_clients_and_prometheus_only(overlay: str) -> None:
+    docs = _objects(overlay)
+    deployment = _one(docs, "Deployment", DEPLOYMENT)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    policy = _one(docs, "NetworkPolicy", DEPLOYMENT)["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items(), "the policy selects the server pods"
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"], "default-deny in both directions"
+    container_ports = {p["name"] for p in _triton(deployment)["ports"]}
+    allowed: dict[str, list[dict[str, Any]]] = {}
+    for rule in policy["ingress"]:
+        for port in rule["ports"]:
+            assert port["port"] in container_ports, f"{port['port']} is not a port of the container"
+            allowed.setdefault(port["port"], []).extend(rule["from"])
+    assert set(allowed) == {"grpc", "http", "metrics"}
+    for peer in allowed["grpc"]:
+        labels = peer.get("podSelector", peer.get("namespaceSelector", {})).get("matchLabels", {})
+        assert labels == {"ner-triton/client": "true"}, f"gRPC clients are chosen by one label, got {peer}"
+        assert not labels.items() <= pod_labels.items(), "the server's own label must not admit clients"
+    assert allowed["metrics"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    egress_ports = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
+    dns = {(53, "UDP"), (53, "TCP")}
+    expected = dns | {(443, "TCP")} if overlay == OBJECT_STORAGE else dns
+    assert egress_ports == expected
+    assert all("to" not in rule for rule in policy["egress"]), "ports only"
+
+
+# -------------------------------------------------------------------------- images and object storage
+
+
+def test_images_point_to_a_registry_through_kustomize(tmp_path: Path) -> None:
+    """What docs/deploy-cluster.md tells users to write: an overlay of their own with `images:`."""
+    kubectl = _tool("kubectl")
+    registry = "registry.example.com/ner"
+    for target, image in (("overlays/gpu", "ner-triton-server"), ("rollout", "ner-triton-tools")):
+        overlay = tmp_path / target.replace("/", "-")
+        overlay.mkdir()
+        (overlay / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "resources": [os.path.relpath(K8S / target, overlay)],
+                    "images": [{"name": image, "newName": f"{registry}/{image}", "newTag": "1.2.3"}],
+                }
+            )
+        )
+        docs = [d for d in yaml.safe_load_all(_ok(_run([kubectl, "kustomize", str(overlay)]))) if d]
+        pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] in ("Deployment", "Job")]
+        assert pods and all(c["image"] == f"{registry}/{image}:1.2.3" for p in pods for c in p["containers"]), (
+            f"{target}: {[c['image'] for p in pods for c in p['containers']]}"
+        )
+    base = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    assert [i["name"] for i in base["images"]] == ["ner-triton-server"], "the base names its image for `images:`"
+
+
+def test_object_storage_overlay_reads_the_repository_url_and_has_no_volume() -> None:
+    docs = _render(f"overlays/{OBJECT_STORAGE}")
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    deployment = _one(docs, "Deployment", DEPLOYMENT)
+    pod = deployment["spec"]["template"]["spec"]
+    triton = _triton(deployment)
+    assert "models" not in {v["name"] for v in pod["volumes"]}
+    assert "/models" not in {m["mountPath"] for m in triton["volumeMounts"]}
+    env = {e["name"]: e for e in triton["env"]}
+    ref = env["MODEL_REPOSITORY"]["valueFrom"]["configMapKeyRef"]
+    assert "value" not in env["MODEL_REPOSITORY"]
+    configmap = _one(docs, "ConfigMap", ref["name"])  # the generated name, hash suffix included
+    assert re.match(r"(s3|gs|as)://", configmap["data"][ref["key"]]), configmap["data"]
+    assert "--model-repository=$(MODEL_REPOSITORY)" in triton["args"]
+    (secret,) = triton["envFrom"]
+    assert secret["secretRef"]["optional"] is True, "credentials are optional (IRSA, workload identity)"
+    tmp = {v["name"]: v for v in pod["volumes"]}["tmp"]["emptyDir"]
+    assert _quantity_bytes(tmp["sizeLimit"]) >= 4 * 2**30, "Triton copies the repository into /tmp"
+    assert int(triton["resources"]["limits"]["nvidia.com/gpu"]) == 1, "still the GPU deployment"
