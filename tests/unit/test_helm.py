@@ -1,0 +1,181 @@
+"""The Helm chart (deploy/helm/ner-triton) renders the same objects as the kustomize overlays.
+
+Rendered and linted by Helm's own Go engine, through helm-python-sdk (the Helm v4 SDK as a shared library:
+no helm binary installs here - not from Debian, PyPI or npm); each value set is compared object by object with
+`kubectl kustomize` of the matching overlay, and validated against the Kubernetes 1.30 schema.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+helm = pytest.importorskip(
+    "helm_python", reason="helm-python-sdk not installed (the dev extra installs it on Linux x86_64)"
+)
+
+from test_deploy import (  # noqa: E402  (after the skip: the same helpers and schema checks as the kustomize tests)
+    CRD_API_VERSIONS,
+    K8S_VERSION,
+    _check_crd,
+    _render,
+    _tool,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "ner-triton"
+NAMESPACE = "ner"
+# value files (in order) -> the kustomize overlay that deploys the same objects
+VARIANTS = {
+    "cpu": [],
+    "gpu": ["values-gpu.yaml"],
+    "keda": ["values-gpu.yaml", "values-keda.yaml"],
+    "gpu-object-storage": ["values-gpu.yaml", "values-object-storage.yaml"],
+}
+HELM_LABELS = {
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+    "helm.sh/chart",
+}
+HOOK = "helm.sh/hook"
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Helm's merge of value files: maps merge key by key, everything else is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _values(files: list[str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in files:
+        values = _merge(values, yaml.safe_load((CHART / name).read_text(encoding="utf-8")))
+    return _merge(values, extra or {})
+
+
+def render(files: list[str], extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    with helm.Chart.load(str(CHART)) as chart:
+        manifests = chart.render(_values(files, extra), name="ner", namespace=NAMESPACE, is_install=True)
+    return [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
+
+
+def _sort_named(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _sort_named(v) for k, v in node.items()}
+    if isinstance(node, list):
+        items = [_sort_named(v) for v in node]
+        if items and all(isinstance(v, dict) and "name" in v for v in items):
+            return sorted(items, key=lambda v: str(v["name"]))
+        return items
+    return node
+
+
+def normalize(doc: dict[str, Any]) -> dict[str, Any]:
+    """What may differ between the two tools: Helm's release labels and hook annotations, kustomize's namespace
+    field and ConfigMap hash suffix, the order of lists of named items (a strategic merge reorders them)."""
+    doc = copy.deepcopy(doc)
+    for meta in (doc["metadata"], doc.get("spec", {}).get("template", {}).get("metadata", {})):
+        for key in HELM_LABELS:
+            meta.get("labels", {}).pop(key, None)
+        meta.get("annotations", {}).pop(HOOK, None)
+        meta.get("annotations", {}).pop("helm.sh/hook-delete-policy", None)
+        if "annotations" in meta and not meta["annotations"]:
+            del meta["annotations"]
+        meta.pop("namespace", None)
+    for trigger in doc.get("spec", {}).get("triggers", []):
+        if "query" in trigger.get("metadata", {}):  # PromQL: whitespace is insignificant
+            trigger["metadata"]["query"] = " ".join(trigger["metadata"]["query"].split())
+    text = re.sub(r"ner-model-repository-[a-z0-9]{10}\b", "ner-model-repository", yaml.safe_dump(doc))
+    return _sort_named(yaml.safe_load(text))  # type: ignore[no-any-return]
+
+
+def _by_key(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    normalized = [normalize(d) for d in docs]
+    return {(d["kind"], d["metadata"]["name"]): d for d in normalized}
+
+
+def test_chart_lints_strictly() -> None:
+    for files in VARIANTS.values():
+        report = helm.lint(str(CHART), _values(files), strict=True, kube_version=f"v{K8S_VERSION}")
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        assert not problems, problems
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_chart_renders_the_same_objects_as_the_overlay(variant: str) -> None:
+    _tool("kubectl")
+    rendered = render(VARIANTS[variant])
+    chart = _by_key([d for d in rendered if HOOK not in d["metadata"].get("annotations", {})])
+    overlay = _by_key([d for d in _render(f"overlays/{variant}") if d["kind"] != "Namespace"])
+    assert set(chart) == set(overlay), (
+        f"objects differ: only Helm {set(chart) - set(overlay)}, only kustomize {set(overlay) - set(chart)}"
+    )
+    for key, obj in overlay.items():
+        assert chart[key] == obj, f"{variant}: {key} differs:\nhelm:      {chart[key]}\nkustomize: {obj}"
+
+
+def test_chart_rollout_hook_is_the_rollout_job() -> None:
+    _tool("kubectl")
+    (hook,) = [d for d in render([]) if HOOK in d["metadata"].get("annotations", {})]
+    assert hook["metadata"]["annotations"][HOOK] == "post-upgrade"
+    (job,) = _render("rollout")
+    assert normalize(hook) == normalize(job)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_chart_objects_validate(variant: str) -> None:
+    for doc in render(VARIANTS[variant]):
+        if doc["kind"] in CRD_API_VERSIONS:
+            _check_crd(doc)
+            continue
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {e.message}")
+        assert doc["kind"] != "Secret", "secrets are created by hand"
+
+
+def test_chart_images_come_from_values() -> None:
+    docs = render(
+        ["values-gpu.yaml"],
+        {
+            "image": {"repository": "registry.example.com/ner/ner-triton-server", "tag": "1.2.3"},
+            "rollout": {"image": {"repository": "registry.example.com/ner/ner-triton-tools", "tag": "1.2.3"}},
+        },
+    )
+    images = sorted(
+        c["image"]
+        for d in docs
+        if d["kind"] in ("Deployment", "Job")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    )
+    assert images == [
+        "registry.example.com/ner/ner-triton-server:1.2.3",
+        "registry.example.com/ner/ner-triton-tools:1.2.3",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"autoscaling": {"mode": "vpa"}}, "autoscaling.mode"),
+        ({"modelRepository": {"url": "http://bucket/models"}}, "s3://, gs:// or as://"),
+    ],
+)
+def test_chart_refuses_bad_values_by_name(extra: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render([], extra)
+
+
+def test_chart_without_network_policy_or_hook() -> None:
+    kinds = {d["kind"] for d in render([], {"networkPolicy": {"enabled": False}, "rollout": {"onUpgrade": False}})}
+    assert "NetworkPolicy" not in kinds and "Job" not in kinds and "Deployment" in kinds
