@@ -18,7 +18,7 @@ DEMO_TRAIN_SENTENCES ?= 3000
 DEMO_EPOCHS ?= 2
 DEMO_MIN_STEPS ?= 0
 
-.PHONY: help setup build demo repository serve eval-served tune-batching prune-sweep bench loadtest stop replicas replicas-measure capacity engine gpu-check perf-inputs rollout test test-fast lint format clean
+.PHONY: help setup build demo repository serve eval-served tune-batching prune-sweep bench loadtest stop replicas replicas-measure capacity engine gpu-check perf-inputs test test-fast lint format clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -86,9 +86,6 @@ gpu-check: setup ## GPU host: engines' F1, INT8 vs FP16 throughput per bucket (s
 
 perf-inputs: setup ## perf_analyzer input data + Model Analyzer config of the ensemble -> perf/ (docs/deploy-gpu-host.md)
 	$(VENV)/bin/ner-perf-inputs --output $${PERF_DIR:-perf}
-
-rollout: setup ## Make the running server load what the repository now holds (repository API; TRITON_ADMIN_KEY)
-	$(VENV)/bin/ner-rollout --url 127.0.0.1:$${TRITON_GRPC_PORT:-8001}
 
 stop: ## Stop the server started by `make serve`
 	@if [ -x $(VENV)/bin/ner-serve ]; then $(VENV)/bin/ner-serve stop; fi
