@@ -1,4 +1,7 @@
-"""gRPC clients of the ``ner`` ensemble: TEXT ``[n]`` in, ENTITIES ``[n]`` (one JSON array per text) out.
+"""gRPC clients of the ``ner`` models: TEXT ``[n]`` in, ENTITIES ``[n]`` (one JSON array per text) out.
+
+Ensembles take TEXT ``[n]``; the local server's one-step ``ner`` batches requests, so it takes ``[n, 1]``
+(Triton's batch dimension first): the client reads the model's metadata once and sends the shape it wants.
 
     with NerClient("127.0.0.1:8001") as client:
         for entities in client.extract(["Angela Merkel visited Paris."]):
@@ -64,15 +67,25 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return out
 
 
-def _inputs(module: Any, texts: Sequence[str]) -> list[Any]:
-    data = np.array([t.encode("utf-8") for t in texts], dtype=np.object_)
-    tensor = module.InferInput(TEXT, [len(texts)], "BYTES")
+def text_rank(metadata: dict[str, Any]) -> int:
+    """Rank of the TEXT input in a model's metadata (1 for ensembles, 2 for a batching model)."""
+    for tensor in metadata.get("inputs", []):
+        if tensor.get("name") == TEXT:
+            return len(tensor.get("shape", [-1]))
+    return 1
+
+
+def _inputs(module: Any, texts: Sequence[str], rank: int = 1) -> list[Any]:
+    shape = [len(texts)] + [1] * (rank - 1)
+    data = np.array([t.encode("utf-8") for t in texts], dtype=np.object_).reshape(shape)
+    tensor = module.InferInput(TEXT, shape, "BYTES")
     tensor.set_data_from_numpy(data)
     return [tensor]
 
 
 def _parse(result: Any, n: int) -> list[list[Entity]]:
     raw = result.as_numpy(ENTITIES)
+    raw = None if raw is None else raw.reshape(-1)
     if raw is None or len(raw) != n:
         raise ClientError(f"the server returned {0 if raw is None else len(raw)} results for {n} texts.")
     return [[Entity(**e) for e in json.loads(item)] for item in raw]
@@ -140,6 +153,7 @@ class NerClient:
         self.url, self.model, self.timeout_s = url, model, timeout_s
         self.max_texts_per_request, self.retry = max_texts_per_request, retry
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=channel_args())
+        self._rank: int | None = None
 
     def is_ready(self) -> bool:
         """True when the server answers and the model is ready."""
@@ -160,9 +174,11 @@ class NerClient:
         attempt = 0
         while True:
             try:
+                if self._rank is None:
+                    self._rank = text_rank(self._client.get_model_metadata(self.model, as_json=True))
                 return self._client.infer(
                     self.model,
-                    _inputs(self._mod, part),
+                    _inputs(self._mod, part, self._rank),
                     outputs=[self._mod.InferRequestedOutput(ENTITIES)],
                     client_timeout=self.timeout_s,
                 )
@@ -204,6 +220,7 @@ class AsyncNerClient:
         self.url, self.model, self.timeout_s = url, model, timeout_s
         self.max_texts_per_request, self.retry = max_texts_per_request, retry
         self._client = aioclient.InferenceServerClient(url=url, channel_args=channel_args())
+        self._rank: int | None = None
 
     async def extract(self, texts: Sequence[str]) -> list[list[Entity]]:
         checked = _check_texts(texts)
@@ -216,9 +233,11 @@ class AsyncNerClient:
         attempt = 0
         while True:
             try:
+                if self._rank is None:
+                    self._rank = text_rank(await self._client.get_model_metadata(self.model, as_json=True))
                 return await self._client.infer(
                     self.model,
-                    _inputs(self._aio, part),
+                    _inputs(self._aio, part, self._rank),
                     outputs=[self._aio.InferRequestedOutput(ENTITIES)],
                     client_timeout=self.timeout_s,
                 )

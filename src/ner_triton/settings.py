@@ -57,7 +57,11 @@ class QuantSettings:
 
     calibration_sentences: int = 512
     calibration_length: int = 64
-    max_f1_drop_points: float = 1.0
+    # The served CPU variant may lose at most this much test F1 against FP32 (points).
+    max_f1_drop_points: float = 0.5
+    # Which CPU variant ``ner`` serves: "auto" (the fastest INT8 form within the gate, measured on this machine;
+    # pipeline.serve) or a variant key (int8, int8_dynamic, fp32).
+    serve: str = "auto"
     # Extra MatMul nodes kept in float because they are the most sensitive (names or substrings).
     keep_float: tuple[str, ...] = ()
     # SmoothQuant alpha (e.g. 0.5) applied before static quantization; None = off (it did not help
@@ -249,6 +253,7 @@ class BuildSettings:
                     "CALIB_SENTENCES": ("calibration_sentences", int),
                     "SMOOTHQUANT": ("smooth_alpha", float),
                     "MAX_F1_DROP": ("max_f1_drop_points", float),
+                    "SERVE": ("serve", str),
                 },
             ),
         )

@@ -77,9 +77,9 @@ class Variant:
         """The file name Triton loads from the version directory."""
         return PLAN_MODEL_FILE if self.platform == "tensorrt_plan" else ONNX_MODEL_FILE
 
-    def ensemble_name(self, default: Variant) -> str:
-        """``ner`` for the repository's default variant, ``ner_<key>`` for the others."""
-        return ENSEMBLE if self.key == default.key else f"{ENSEMBLE}_{self.key}"
+    def ensemble_name(self, default: Variant | None) -> str:
+        """``ner`` for the repository's default variant, ``ner_<key>`` for the others (all, without a default)."""
+        return ENSEMBLE if default is not None and self.key == default.key else f"{ENSEMBLE}_{self.key}"
 
 
 FP32 = Variant("fp32", "onnx_fp32", "model_fp32.onnx", "FP32 ONNX export", reference=True)
