@@ -166,7 +166,10 @@ def build(settings: BuildSettings) -> Path:
     """
     t0 = time.perf_counter()
     artifacts = settings.artifacts
-    if settings.prune.active:  # fine-tune, then prune + recover into artifacts/model
+    if settings.reuse_model and (artifacts / MODEL_DIR / TRAIN_SUMMARY).is_file():
+        model_dir = artifacts / MODEL_DIR
+        log.info("REUSE_MODEL=1: using the fine-tuned model in %s (no training)", model_dir)
+    elif settings.prune.active:  # fine-tune, then prune + recover into artifacts/model
         unpruned = finetune(settings, settings.source, artifacts / f"{MODEL_DIR}_unpruned")
         model_dir = prune_and_recover(settings, settings.source, unpruned, artifacts / MODEL_DIR)
     else:
@@ -223,7 +226,8 @@ main = Command(
     _add_arguments,
     _run,
     epilog="Settings from the environment: MODEL, DATA, SCHEME, HUB_TOKENS, HUB_TAGS, HUB_SPLITS, ARTIFACTS, EPOCHS,\n"
-    "MIN_STEPS, MAX_EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES, MODEL_REPOSITORY, CASING, SEED, LR, BATCH_SIZE,\n"
+    "MIN_STEPS, MAX_EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES, MODEL_REPOSITORY, REUSE_MODEL, CASING, SEED, LR,\n"
+    "BATCH_SIZE, "
     "CALIB_SENTENCES, SMOOTHQUANT, MAX_F1_DROP, SERVE, MIN_F1, BASELINE_MARGIN, PRUNE (docs/build.md).",
 ).main
 
