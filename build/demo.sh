@@ -3,9 +3,9 @@
 set -euo pipefail
 VENV=${VENV:-.venv}
 export MAX_TRAIN_SENTENCES=${MAX_TRAIN_SENTENCES:-3000} EPOCHS=${EPOCHS:-2} MIN_STEPS=${MIN_STEPS:-0} ARTIFACTS=${ARTIFACTS:-artifacts/demo}
-# A model trained for two minutes is less robust to static INT8 than the full build (measured: -2.2 F1
-# points here vs -0.7 for `make build`), so the demo's gate allows 3 points; `make build` keeps 1.0.
-export MAX_F1_DROP=${MAX_F1_DROP:-3}
+# A model trained for two minutes loses more to INT8 than the full build (measured: static -2.5 F1 points,
+# dynamic -0.28), so the demo's gate on the served variant allows 1 point; `make build` keeps 0.5.
+export MAX_F1_DROP=${MAX_F1_DROP:-1}
 start=$(date +%s)
 "$VENV/bin/ner-build"
 "$VENV/bin/ner-serve" start

@@ -1,4 +1,7 @@
-"""gRPC clients of the ``ner`` ensemble: TEXT ``[n]`` in, ENTITIES ``[n]`` (one JSON array per text) out.
+"""gRPC clients of the ``ner`` models: TEXT ``[n]`` in, ENTITIES ``[n]`` (one JSON array per text) out.
+
+Ensembles take TEXT ``[n]``; the local server's one-step ``ner`` batches requests, so it takes ``[n, 1]``
+(Triton's batch dimension first): the client reads the model's metadata once and sends the shape it wants.
 
     with NerClient("127.0.0.1:8001") as client:
         for entities in client.extract(["Angela Merkel visited Paris."]):
@@ -271,15 +274,25 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return out
 
 
-def _inputs(module: Any, texts: Sequence[str]) -> list[Any]:
-    data = np.array([t.encode("utf-8") for t in texts], dtype=np.object_)
-    tensor = module.InferInput(TEXT, [len(texts)], "BYTES")
+def text_rank(metadata: dict[str, Any]) -> int:
+    """Rank of the TEXT input in a model's metadata (1 for ensembles, 2 for a batching model)."""
+    for tensor in metadata.get("inputs", []):
+        if tensor.get("name") == TEXT:
+            return len(tensor.get("shape", [-1]))
+    return 1
+
+
+def _inputs(module: Any, texts: Sequence[str], rank: int = 1) -> list[Any]:
+    shape = [len(texts)] + [1] * (rank - 1)
+    data = np.array([t.encode("utf-8") for t in texts], dtype=np.object_).reshape(shape)
+    tensor = module.InferInput(TEXT, shape, "BYTES")
     tensor.set_data_from_numpy(data)
     return [tensor]
 
 
 def _parse(result: Any, n: int) -> list[list[Entity]]:
     raw = result.as_numpy(ENTITIES)
+    raw = None if raw is None else raw.reshape(-1)
     if raw is None or len(raw) != n:
         raise ClientError(f"the server returned {0 if raw is None else len(raw)} results for {n} texts.")
     return [[Entity(**e) for e in json.loads(item)] for item in raw]
@@ -349,6 +362,7 @@ class NerClient(_Base):
         super().__init__(url, model, timeout_s, max_texts_per_request, retry, tls, headers)
         self._mod = grpcclient
         self._client = grpcclient.InferenceServerClient(**self._client_kwargs())
+        self._rank: int | None = None  # TEXT rank of the model: 1 (ensembles) or 2 (the batching one-step ner)
 
     def is_ready(self) -> bool:
         """True when the server answers and the model is ready."""
@@ -374,9 +388,14 @@ class NerClient(_Base):
         attempt = 0
         while True:
             try:
+                if self._rank is None:
+                    meta = self._client.get_model_metadata(
+                        self.model, headers=self.headers or None, as_json=True, client_timeout=self._remaining(deadline)
+                    )
+                    self._rank = text_rank(meta)
                 return self._client.infer(
                     self.model,
-                    _inputs(self._mod, part),
+                    _inputs(self._mod, part, self._rank),
                     outputs=[self._mod.InferRequestedOutput(ENTITIES)],
                     client_timeout=self._remaining(deadline),
                     headers=self.headers or None,
@@ -440,6 +459,7 @@ class AsyncNerClient(_Base):
         self.max_concurrent_requests = max_concurrent_requests
         self._mod, self._aio = grpcclient, aioclient
         self._client = aioclient.InferenceServerClient(**self._client_kwargs())
+        self._rank: int | None = None
 
     async def is_ready(self) -> bool:
         try:
@@ -474,9 +494,14 @@ class AsyncNerClient(_Base):
         attempt = 0
         while True:
             try:
+                if self._rank is None:
+                    meta = await self._client.get_model_metadata(
+                        self.model, headers=self.headers or None, as_json=True, client_timeout=self._remaining(deadline)
+                    )
+                    self._rank = text_rank(meta)
                 return await self._client.infer(
                     self.model,
-                    _inputs(self._aio, part),
+                    _inputs(self._aio, part, self._rank),
                     outputs=[self._aio.InferRequestedOutput(ENTITIES)],
                     client_timeout=self._remaining(deadline),
                     headers=self.headers or None,

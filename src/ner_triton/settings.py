@@ -10,6 +10,7 @@ from typing import Any
 
 from ner_triton.data import HUB_SPLITS, SCHEMES, DataSource
 from ner_triton.errors import ConfigError
+from ner_triton.variants import VARIANTS, Layout
 
 SHARED_DATA = Path("../shared/data/conll2003")
 
@@ -57,7 +58,11 @@ class QuantSettings:
 
     calibration_sentences: int = 512
     calibration_length: int = 64
-    max_f1_drop_points: float = 1.0
+    # The served CPU variant may lose at most this much test F1 against FP32 (points).
+    max_f1_drop_points: float = 0.5
+    # Which CPU variant ``ner`` serves: "auto" (the fastest INT8 form within the gate, measured on this machine;
+    # pipeline.serve) or a variant key (int8, int8_dynamic, fp32).
+    serve: str = "auto"
     # Extra MatMul nodes kept in float because they are the most sensitive (names or substrings).
     keep_float: tuple[str, ...] = ()
     # SmoothQuant alpha (e.g. 0.5) applied before static quantization; None = off (it did not help
@@ -70,6 +75,9 @@ class QuantSettings:
             raise ConfigError(f"smooth_alpha={self.smooth_alpha} must be in (0, 1), e.g. 0.5.")
         if self.max_f1_drop_points < 0:
             raise ConfigError(f"max_f1_drop_points={self.max_f1_drop_points} must be >= 0.")
+        cpu = ("auto", *(k for k, v in VARIANTS.items() if Layout.PYTHON in v.layouts))
+        if self.serve not in cpu:
+            raise ConfigError(f"SERVE={self.serve!r} is not one of {', '.join(cpu)}.")
 
 
 @dataclass(frozen=True)
@@ -197,6 +205,9 @@ class BuildSettings:
     hub_splits: tuple[tuple[str, str], ...] = tuple(HUB_SPLITS.items())
     artifacts: Path = Path("artifacts")
     repository: Path | None = Path("model_repository")
+    # Skip fine-tuning (and pruning) when ``artifacts/model`` already holds a finished one (REUSE_MODEL=1):
+    # re-export, re-quantize, re-evaluate and re-choose the served variant without retraining.
+    reuse_model: bool = False
     train: TrainSettings = field(default_factory=TrainSettings)
     quant: QuantSettings = field(default_factory=QuantSettings)
     prune: PruneSettings = field(default_factory=PruneSettings)
@@ -220,8 +231,8 @@ class BuildSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> BuildSettings:
         """Settings from ``MODEL``, ``DATA``, ``ARTIFACTS``, ``EPOCHS``, ``MAX_TRAIN_SENTENCES``,
-        ``MAX_EVAL_SENTENCES``, ``MODEL_REPOSITORY``, ``CASING``, ``SEED``, ``LR``, ``BATCH_SIZE``,
-        ``CALIB_SENTENCES``, ``SMOOTHQUANT``, ``MAX_F1_DROP``, ``PRUNE``, ``MIN_STEPS``, ``MAX_EPOCHS``,
+        ``MAX_EVAL_SENTENCES``, ``MODEL_REPOSITORY``, ``REUSE_MODEL``, ``CASING``, ``SEED``, ``LR``, ``BATCH_SIZE``,
+        ``CALIB_SENTENCES``, ``SMOOTHQUANT``, ``MAX_F1_DROP``, ``SERVE``, ``PRUNE``, ``MIN_STEPS``, ``MAX_EPOCHS``,
         ``SCHEME``, ``HUB_TOKENS``, ``HUB_TAGS``, ``HUB_SPLITS``, ``MIN_F1``, ``BASELINE_MARGIN``."""
         env = dict(os.environ if env is None else env)
         base = cls()
@@ -249,6 +260,7 @@ class BuildSettings:
                     "CALIB_SENTENCES": ("calibration_sentences", int),
                     "SMOOTHQUANT": ("smooth_alpha", float),
                     "MAX_F1_DROP": ("max_f1_drop_points", float),
+                    "SERVE": ("serve", lambda s: s.strip().lower()),
                 },
             ),
         )
@@ -260,6 +272,7 @@ class BuildSettings:
                 "ARTIFACTS": ("artifacts", Path),
                 "MAX_EVAL_SENTENCES": ("max_eval_sentences", int),
                 "MODEL_REPOSITORY": ("repository", _repository),
+                "REUSE_MODEL": ("reuse_model", _bool),
                 "PRUNE": ("prune", _prune),
                 "SCHEME": ("scheme", lambda s: s.strip().lower()),
                 "HUB_TOKENS": ("hub_tokens", str),

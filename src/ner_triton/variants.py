@@ -5,11 +5,13 @@ A :class:`Variant` joins the names one model form has across the project - its O
 runs it, and whether the build's accuracy gate covers it - so no module re-derives one name from
 another. :class:`Layout` is the typed choice of model repository (where the BERT step runs).
 
-    key            report key          ONNX file                 Triton model      gated by the build
-    fp32           onnx_fp32           model_fp32.onnx           ner_bert_fp32     reference
-    int8           onnx_int8           model_int8.onnx           ner_bert_int8     yes
-    int8_dynamic   onnx_int8_dynamic   model_int8_dynamic.onnx   ner_bert_int8_dynamic  yes
-    trt            onnx_int8_trt       model_int8_trt.onnx       ner_bert_trt      when the GPU repository is made
+    key            report key          ONNX file                 BERT step / ensemble                    gated
+    fp32           onnx_fp32           model_fp32.onnx           ner_bert_fp32 / ner_fp32                reference
+    int8           onnx_int8           model_int8.onnx           ner_bert_int8 / ner_int8                when served
+    int8_dynamic   onnx_int8_dynamic   model_int8_dynamic.onnx   ner_bert_int8_dynamic / ner_int8_dynamic  when served
+    trt            onnx_int8_trt       model_int8_trt.onnx       ner_bert_trt / ner (GPU layout)         by ner-engine
+
+``ner`` itself serves the build's chosen CPU variant (:mod:`ner_triton.pipeline.serve`).
 """
 
 from __future__ import annotations
@@ -77,9 +79,9 @@ class Variant:
         """The file name Triton loads from the version directory."""
         return PLAN_MODEL_FILE if self.platform == "tensorrt_plan" else ONNX_MODEL_FILE
 
-    def ensemble_name(self, default: Variant) -> str:
-        """``ner`` for the repository's default variant, ``ner_<key>`` for the others."""
-        return ENSEMBLE if self.key == default.key else f"{ENSEMBLE}_{self.key}"
+    def ensemble_name(self, default: Variant | None) -> str:
+        """``ner`` for the repository's default variant, ``ner_<key>`` for the others (all, without a default)."""
+        return ENSEMBLE if default is not None and self.key == default.key else f"{ENSEMBLE}_{self.key}"
 
 
 FP32 = Variant("fp32", "onnx_fp32", "model_fp32.onnx", "FP32 ONNX export", reference=True)

@@ -32,15 +32,23 @@ def test_bench_writes_every_peer_ratios_and_plots(tiny_build: TinyBuild, conll_d
     for name, peer in result["peers"].items():
         assert peer["throughput_sps"] > 0 and 0 < peer["p50_ms"] <= peer["p99_ms"], name
         assert len(peer["runs"]) == 2
-    for run in result["peers"]["triton_int8_grpc"]["runs"]:
+    for run in result["peers"]["triton_ner_grpc"]["runs"]:
         assert run["triton"]["bert_avg_batch_size"] >= 1
-    assert set(result["goals"]) == {
-        "triton_int8_vs_ort_int8_throughput",
-        "triton_int8_vs_hf_pipeline_throughput",
-        "triton_int8_c1_p50_minus_ort_int8_b1_p50_ms",
-    }
+        assert set(run["triton"]["models"]) == {"ner"}, "the one-step ner is the only model on its path"
+    for run in result["peers"]["triton_ensemble_grpc"]["runs"]:
+        assert len(run["triton"]["models"]) == 3 and all(m["inferences"] > 0 for m in run["triton"]["models"].values())
+    assert [r["batch_size"] for r in result["peers"]["triton_ner_x8_grpc"]["runs"]] == [8, 8]
+    served = json.loads((tiny_build.artifacts / "report.json").read_text())["served"]["variant"]
+    assert result["served_variant"] == served and result["goals"]["reference"] == f"ort_{served}_inprocess"
+    assert {
+        "served_vs_inprocess_throughput",
+        "served_vs_hf_pipeline_throughput",
+        "ner_c1_p50_minus_inprocess_b1_p50_ms",
+    } <= set(result["goals"])
+    assert set(result["goals"]["per_peer_vs_inprocess"]) == {n for n in result["peers"] if n.startswith("triton_")}
     assert result["seed"] == 13 and result["machine"]["cpus"] and result["versions"]["onnxruntime"]
-    assert "| triton_int8_grpc |" in (tmp_path / "latest.md").read_text()
+    markdown = (tmp_path / "latest.md").read_text()
+    assert "| triton_ner_grpc |" in markdown and "## Where the time goes" in markdown
     assert (tmp_path / "throughput.png").stat().st_size > 1000 and (tmp_path / "latency.png").is_file()
 
 
@@ -67,8 +75,8 @@ def test_locust_run_meets_a_loose_slo_and_writes_the_merged_report(
     report = json.loads((tmp_path / "ok_report.json").read_text())
     total = next(r for r in report["locust"] if r["name"] == "Aggregated")
     assert total["requests"] > 0 and total["failures"] == 0
-    assert report["triton"]["ner_bert_int8"]["requests"] > 0
-    assert report["triton"]["ner"]["requests"] == total["requests"]
+    assert report["triton"]["ner"]["requests"] == total["requests"]  # the one-step ner: no other model ran
+    assert report["triton"]["ner"]["executions"] <= total["requests"]
     assert (tmp_path / "ok_stats.csv").is_file() and "Triton (server side" in (tmp_path / "ok_report.md").read_text()
 
 

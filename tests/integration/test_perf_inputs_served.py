@@ -1,4 +1,8 @@
-"""Every request of the perf_analyzer input file that ner-perf-inputs writes is one the real ensemble serves."""
+"""Every request of the perf_analyzer input file that ner-perf-inputs writes is one the real ensemble serves.
+
+The file targets the ensemble interface (TEXT ``[n]``): ``ner`` on the NGC and GPU layouts, where perf_analyzer
+and Model Analyzer run. On the local python layout ``ner`` is the one-step batching model (TEXT ``[n, 1]``), so
+the test sends the entries to the same ensemble there, ``ner_int8``."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from ner_triton.deploy.perf import INPUTS_FILE, main
-from ner_triton.schema import ENSEMBLE, ENTITIES, TEXT
+from ner_triton.schema import ENTITIES, TEXT
 from ner_triton.serving.server import ServerSettings
 
 pytestmark = [pytest.mark.integration]
@@ -31,7 +35,7 @@ def test_each_input_entry_is_a_request_the_ensemble_serves(
             content = np.array([t.encode("utf-8") for t in entry[TEXT]["content"]], dtype=np.object_)
             tensor = grpcclient.InferInput(TEXT, entry[TEXT]["shape"], "BYTES")
             tensor.set_data_from_numpy(content.reshape(entry[TEXT]["shape"]))
-            result = client.infer(ENSEMBLE, [tensor])
+            result = client.infer("ner_int8", [tensor])
             entities = result.as_numpy(ENTITIES)
             assert entities is not None and len(entities) == per_request
             assert all(isinstance(json.loads(e), list) for e in entities)

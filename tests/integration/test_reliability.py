@@ -47,7 +47,19 @@ def _text(rng: random.Random) -> bytes:
 
 
 def malformed(rng: random.Random) -> tuple[str, str, list[tuple[str, np.ndarray, str]]]:
-    """(kind, model, [(input name, data, triton dtype)]) of one request that must be refused."""
+    """(kind, model, [(input name, data, triton dtype)]) of one request that must be refused: text requests go
+    to the one-step ``ner`` (TEXT ``[n, 1]``) or to the ensemble ``ner_int8`` (TEXT ``[n]``) at random."""
+    kind, model, inputs = _malformed(rng)
+    if model != "ner":
+        return kind, model, inputs
+    if rng.random() < 0.5:
+        return kind, "ner_int8", inputs
+    if kind == "rank":  # the one-step model's wrong rank is a 1-D tensor
+        return kind, "ner", [("TEXT", inputs[0][1].reshape(-1), inputs[0][2])]
+    return kind, "ner", [(n, d.reshape(-1, 1) if d.ndim == 1 else d, t) for n, d, t in inputs]
+
+
+def _malformed(rng: random.Random) -> tuple[str, str, list[tuple[str, np.ndarray, str]]]:
     kind = rng.choice(
         ["bad_utf8", "empty", "control", "too_long", "too_many", "dtype", "rank", "name", "model", "bert_shapes",
          "bert_ids", "bert_dtype", "mixed_batch"]
@@ -141,12 +153,16 @@ def small_queue_server(tiny_build: TinyBuild, tmp_path_factory: pytest.TempPathF
         yield server
 
 
-def test_overload_is_rejected_fast_and_admitted_requests_keep_their_bound(small_queue_server: ServerSettings) -> None:
+@pytest.mark.parametrize(("model", "queued_at"), [("ner", "ner"), ("ner_int8", "ner_bert_int8")])
+def test_overload_is_rejected_fast_and_admitted_requests_keep_their_bound(
+    small_queue_server: ServerSettings, model: str, queued_at: str
+) -> None:
+    """The queue policy holds on the one-step ``ner`` and on the ensemble's BERT step alike."""
     # Each request is a long document: 40+ windows, so two requests never share one batch of 64.
     document = " ".join(["Maria Lindqvist visited Madrid and met ACME ."] * 500)
 
     def one(_: int) -> tuple[bool, float, str]:
-        with NerClient(small_queue_server.grpc_url, timeout_s=60) as client:
+        with NerClient(small_queue_server.grpc_url, model, timeout_s=60) as client:
             t = time.perf_counter()
             try:
                 client.extract([document])
@@ -155,10 +171,10 @@ def test_overload_is_rejected_fast_and_admitted_requests_keep_their_bound(small_
                 return False, time.perf_counter() - t, str(exc)
 
     admin = grpcclient.InferenceServerClient(small_queue_server.grpc_url)
-    before = admin.get_inference_statistics("ner_bert_int8", as_json=True)["model_stats"][0]["inference_stats"]
+    before = admin.get_inference_statistics(queued_at, as_json=True)["model_stats"][0]["inference_stats"]
     with ThreadPoolExecutor(48) as pool:
         results = list(pool.map(one, range(96), timeout=120))
-    after = admin.get_inference_statistics("ner_bert_int8", as_json=True)["model_stats"][0]["inference_stats"]
+    after = admin.get_inference_statistics(queued_at, as_json=True)["model_stats"][0]["inference_stats"]
     admitted = [dt for ok, dt, _ in results if ok]
     rejected = [(dt, msg) for ok, dt, msg in results if not ok]
     assert admitted and rejected, f"{len(admitted)} admitted, {len(rejected)} rejected: no overload happened"
@@ -171,7 +187,7 @@ def test_overload_is_rejected_fast_and_admitted_requests_keep_their_bound(small_
     served = int(after["success"].get("count", 0)) - int(before["success"].get("count", 0))
     queued_ms = (int(after["queue"]["ns"]) - int(before["queue"]["ns"])) / max(served, 1) / 1e6
     assert served == len(admitted)
-    assert queued_ms <= 300, f"admitted requests waited {queued_ms:.0f} ms in the BERT queue on average (bound 300)"
+    assert queued_ms <= 300, f"admitted requests waited {queued_ms:.0f} ms in {queued_at}'s queue (bound 300)"
     with NerClient(small_queue_server.grpc_url) as client:
         assert client.extract(["Maria Lindqvist visited Madrid."])
 

@@ -1,4 +1,5 @@
-"""The ensemble on a real tritonserver: readiness, entities, offsets, ragged batching, per-request errors."""
+"""The local repository on a real tritonserver: the one-step ``ner`` and the three-step ensembles - readiness,
+entities, offsets, batching, per-request errors, F1 equal to the build's."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from ner_triton.bench.served_eval import evaluate_served
+from ner_triton.bench.served_eval import evaluate_served, served_report_key
 from ner_triton.client import AsyncNerClient, NerClient
 from ner_triton.data import load_split
 from ner_triton.errors import RequestRejectedError, ServiceUnavailableError
@@ -31,8 +32,23 @@ SENTENCES = [
 def test_server_and_every_model_are_ready(server: ServerSettings) -> None:
     client = grpcclient.InferenceServerClient(server.grpc_url)
     assert client.is_server_ready()
-    for name in ("ner", "ner_fp32", "ner_preprocess", "ner_bert_int8", "ner_bert_fp32", "ner_postprocess"):
+    for name in ("ner", "ner_int8", "ner_int8_dynamic", "ner_fp32", "ner_preprocess", "ner_postprocess"):
         assert client.is_model_ready(name), name
+    for name in ("ner_bert_int8", "ner_bert_int8_dynamic", "ner_bert_fp32"):
+        assert client.is_model_ready(name), name
+
+
+def test_ner_serves_the_builds_choice_exactly_like_its_ensemble(server: ServerSettings, tiny_build: TinyBuild) -> None:
+    """``ner`` (one python model) and ``ner_<served>`` (three steps) run the same file: the same entities.
+
+    One text per request, one request at a time: dynamic INT8 scales activations per batch, so texts batched
+    with others may score slightly differently (the F1 test below bounds that)."""
+    served = json.loads((tiny_build.artifacts / "report.json").read_text())["served"]["variant"]
+    with NerClient(server.grpc_url) as fused, NerClient(server.grpc_url, model=f"ner_{served}") as ensemble:
+        a = [fused.extract([t])[0] for t in SENTENCES]
+        b = [ensemble.extract([t])[0] for t in SENTENCES]
+    assert [[(e.entity, e.start, e.end) for e in x] for x in a] == [[(e.entity, e.start, e.end) for e in x] for x in b]
+    assert all(abs(e.score - f.score) < 1e-4 for x, y in zip(a, b, strict=True) for e, f in zip(x, y, strict=True))
 
 
 def test_known_sentences_get_entities_that_slice_the_text(server: ServerSettings) -> None:
@@ -50,40 +66,45 @@ def test_known_sentences_get_entities_that_slice_the_text(server: ServerSettings
 
 
 def test_int8_and_fp32_ensembles_agree_on_spans(server: ServerSettings) -> None:
-    with NerClient(server.grpc_url) as int8, NerClient(server.grpc_url, model="ner_fp32") as fp32:
+    with NerClient(server.grpc_url, model="ner_int8") as int8, NerClient(server.grpc_url, model="ner_fp32") as fp32:
         a, b = int8.extract(SENTENCES), fp32.extract(SENTENCES)
     assert [[(e.start, e.end) for e in x] for x in a] == [[(e.start, e.end) for e in x] for x in b]
 
 
-def test_long_text_is_windowed_not_truncated(server: ServerSettings) -> None:
+@pytest.mark.parametrize("model", ["ner", "ner_int8"])
+def test_long_text_is_windowed_not_truncated(server: ServerSettings, model: str) -> None:
     text = " ".join(["Maria Lindqvist visited Madrid ."] * 60)  # ~300 tokens: 3+ windows of 128
-    with NerClient(server.grpc_url) as client:
+    with NerClient(server.grpc_url, model=model) as client:
         (ents,) = client.extract([text])
     assert max(e.end for e in ents) > len(text) * 0.9, "entities at the end of a long text are found"
     assert all(text[e.start : e.end] == e.word for e in ents)
 
 
-def test_concurrent_texts_of_different_lengths_are_batched_together(server: ServerSettings) -> None:
+@pytest.mark.parametrize(("model", "batched"), [("ner", "ner"), ("ner_int8", "ner_bert_int8")])
+def test_concurrent_texts_of_different_lengths_are_batched_together(
+    server: ServerSettings, model: str, batched: str
+) -> None:
     texts = [" ".join(["word"] * n) + " Berlin" for n in range(1, 41)]
     client = grpcclient.InferenceServerClient(server.grpc_url)
-    before = client.get_inference_statistics("ner_bert_int8", as_json=True)["model_stats"][0]
-    with ThreadPoolExecutor(16) as pool, NerClient(server.grpc_url) as ner:
+    before = client.get_inference_statistics(batched, as_json=True)["model_stats"][0]
+    with ThreadPoolExecutor(16) as pool, NerClient(server.grpc_url, model=model) as ner:
         list(pool.map(lambda t: ner.extract([t]), texts * 4))
-    after = client.get_inference_statistics("ner_bert_int8", as_json=True)["model_stats"][0]
+    after = client.get_inference_statistics(batched, as_json=True)["model_stats"][0]
     inferences = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
     assert inferences == len(texts) * 4
     assert executions < inferences, "requests of different lengths were never batched together"
 
 
-def test_async_client(server: ServerSettings) -> None:
+@pytest.mark.parametrize("model", ["ner", "ner_int8"])
+def test_async_client(server: ServerSettings, model: str) -> None:
     async def run() -> list[list[str]]:
-        async with AsyncNerClient(server.grpc_url) as client:
+        async with AsyncNerClient(server.grpc_url, model=model) as client:
             results = await asyncio.gather(*(client.extract([s]) for s in SENTENCES))
         return [[e.word for e in r[0]] for r in results]
 
     words = asyncio.run(run())
-    with NerClient(server.grpc_url) as client:
+    with NerClient(server.grpc_url, model=model) as client:
         assert words == [[e.word for e in ents] for ents in client.extract(SENTENCES)]
 
 
@@ -100,14 +121,20 @@ def _raw_infer(server: ServerSettings, model: str, names: str, data: np.ndarray,
 
 
 BERT_INPUTS = "input_ids,attention_mask,casing_ids"
+TEXT_CASES = {  # TEXT as 1-D; sent as [n] to an ensemble and as [n, 1] to the batching one-step ``ner``
+    "empty string": (np.array([b""], dtype=np.object_), "BYTES", "empty or whitespace"),
+    "whitespace": (np.array([b" \n\t "], dtype=np.object_), "BYTES", "empty or whitespace"),
+    "invalid utf-8": (np.array([b"Paris \xff\xfe"], dtype=np.object_), "BYTES", "not valid UTF-8"),
+    "control char": (np.array([b"Paris\x00"], dtype=np.object_), "BYTES", "control character"),
+    "over-long text": (np.array([b"a " * 60_000], dtype=np.object_), "BYTES", "the limit is 100000"),
+    "wrong dtype": (np.array([1, 2], dtype=np.int32), "INT32", "data-type"),
+}
 BAD_REQUESTS = {
-    "empty string": ("ner", "TEXT", np.array([b""], dtype=np.object_), "BYTES", "empty or whitespace"),
-    "whitespace": ("ner", "TEXT", np.array([b" \n\t "], dtype=np.object_), "BYTES", "empty or whitespace"),
-    "invalid utf-8": ("ner", "TEXT", np.array([b"Paris \xff\xfe"], dtype=np.object_), "BYTES", "not valid UTF-8"),
-    "control char": ("ner", "TEXT", np.array([b"Paris\x00"], dtype=np.object_), "BYTES", "control character"),
-    "over-long text": ("ner", "TEXT", np.array([b"a " * 60_000], dtype=np.object_), "BYTES", "the limit is 100000"),
-    "wrong shape": ("ner", "TEXT", np.array([[b"Paris"]], dtype=np.object_), "BYTES", "shape"),
-    "wrong dtype": ("ner", "TEXT", np.array([1, 2], dtype=np.int32), "INT32", "data-type"),
+    **{f"ensemble {k}": ("ner_int8", "TEXT", d, t, m) for k, (d, t, m) in TEXT_CASES.items()},
+    **{f"ner {k}": ("ner", "TEXT", d.reshape(-1, 1), t, m) for k, (d, t, m) in TEXT_CASES.items()},
+    "ensemble wrong shape": ("ner_int8", "TEXT", np.array([[b"Paris"]], dtype=np.object_), "BYTES", "shape"),
+    "ner wrong shape": ("ner", "TEXT", np.array([b"Paris"], dtype=np.object_), "BYTES", "shape"),
+    "ner batch too big": ("ner", "TEXT", np.array([[b"Paris"]] * 65, dtype=np.object_), "BYTES", "batch"),
     "bert wrong rank": ("ner_bert_int8", BERT_INPUTS, np.ones((2, 3, 4), np.int64), "INT64", "shape"),
     "bert wrong dtype": ("ner_bert_int8", BERT_INPUTS, np.ones((2, 3), np.int32), "INT32", "data-type"),
     "bert batch too big": ("ner_bert_int8", BERT_INPUTS, np.ones((65, 3), np.int64), "INT64", "batch"),
@@ -157,12 +184,14 @@ def test_cli_prints_json(server: ServerSettings) -> None:
     assert all(set(e) == {"entity", "start", "end", "word", "score"} for e in item["entities"])
 
 
-def test_f1_through_the_server_equals_the_in_process_int8_f1(
-    server: ServerSettings, tiny_build: TinyBuild, conll_dir: Path
+@pytest.mark.parametrize("model", ["ner", "ner_int8"])
+def test_f1_through_the_server_equals_the_in_process_f1(
+    server: ServerSettings, tiny_build: TinyBuild, conll_dir: Path, model: str
 ) -> None:
     test = load_split(str(conll_dir), "test")
-    served = evaluate_served(server.grpc_url, test, concurrency=8)
+    served = evaluate_served(server.grpc_url, test, model=model, concurrency=8)
     report = json.loads((tiny_build.artifacts / "report.json").read_text())
+    key = served_report_key(model, report)
     assert served["sentences"] == len(test)
-    assert abs(served["f1"] - report["variants"]["onnx_int8"]["f1"]) <= 0.001, (served, report["variants"]["onnx_int8"])
+    assert abs(served["f1"] - report["variants"][key]["f1"]) <= 0.001, (served, report["variants"][key])
     assert served["bert_inferences"] == len(test)

@@ -65,7 +65,7 @@ def test_impossible_slo_names_the_fix() -> None:
 def test_reads_the_committed_bench_report_and_a_replicas_report(tmp_path: Path) -> None:
     bench = Curve.load(ROOT / "benchmarks" / "results" / "latest.json")
     report = json.loads((ROOT / "benchmarks" / "results" / "latest.json").read_text())
-    assert bench.peak_rps == report["peers"]["triton_int8_grpc"]["throughput_sps"]
+    assert bench.peak_rps == report["peers"]["triton_ner_grpc"]["throughput_sps"]
     replicas = {"counts": {"1": {"closed_loop": [{"concurrency": 2, "throughput_sps": 5.0, "p99_ms": 9.0}]}}}
     (tmp_path / "r.json").write_text(json.dumps(replicas))
     assert Curve.load(tmp_path / "r.json").peak_rps == 5.0

@@ -64,7 +64,7 @@ def test_ensemble_maps_match_the_step_models(backend: Layout) -> None:
     s = layout_settings(RepositorySettings(), backend)
     models = {c.name: c for c in all_configs(s, backend)}
     for variant in s.variants:
-        ens = models[ensemble_name(variant, s)]
+        ens = models[ensemble_name(variant, s, backend)]
         produced = {t.name for t in ens.input}
         for step in ens.ensemble_scheduling.step:
             model = models[step.model_name]

@@ -55,7 +55,7 @@ class Curve:
         return cls(pts)
 
     @classmethod
-    def load(cls, path: Path, peer: str = "triton_int8_grpc") -> Curve:
+    def load(cls, path: Path, peer: str = "triton_ner_grpc") -> Curve:
         """From a bench report (``peers.<peer>.runs``) or a replicas report (``counts.1.closed_loop``)."""
         if not path.is_file():
             raise ConfigError(f"{path} does not exist: run `make bench` or `make replicas-measure` first.")
@@ -237,7 +237,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slo-p99-ms", type=float)
     parser.add_argument("--check", type=Path, help="a `ner-replicas measure` report: predicted vs measured")
     parser.add_argument("--curve", type=Path, default=Path("benchmarks/results/latest.json"))
-    parser.add_argument("--peer", default="triton_int8_grpc", help="peer of a bench report to plan for")
+    parser.add_argument("--peer", default="triton_ner_grpc", help="peer of a bench report to plan for")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 

@@ -2,10 +2,14 @@
 
 * ``hf_pipeline_fp32`` - transformers' ``pipeline("token-classification", aggregation_strategy="first")``
   on the fine-tuned checkpoint, PyTorch FP32 (what a user would pick instead of a server).
-* ``ort_fp32_inprocess`` / ``ort_int8_inprocess`` - tokenize + ONNX Runtime + decode in one process with
-  the very functions the server uses (the limit a server on this machine can approach).
-* ``triton_fp32_grpc`` / ``triton_int8_grpc`` - the full ensemble over gRPC, one sentence per request,
-  from ``concurrency`` client threads.
+* ``ort_<variant>_inprocess`` - tokenize + ONNX Runtime + decode in one process with the very functions the
+  server uses, for every CPU variant (the limit a server on this machine can approach).
+* ``triton_ner_grpc`` / ``triton_ner_x8_grpc`` - the local server's one-step ``ner`` (the build's chosen CPU
+  variant), 1 or 8 texts per request, from ``concurrency`` client threads.
+* ``triton_ensemble_grpc`` / ``triton_ensemble_x8_grpc`` - the three-step ensemble ``ner_<chosen>`` on the
+  same server (python BERT step taking ragged batches).
+* ``triton_equal_shapes_grpc`` - that ensemble with the BERT step run like Triton's C++ backends (onnxruntime,
+  TensorRT): no ragged batches, the tokenizer pads to length buckets, only equal shapes batch.
 
 In-process peers run batches back to back (a request = a batch). Latency percentiles are per request.
 """
@@ -31,8 +35,8 @@ from ner_triton.client import NerClient
 from ner_triton.decoding import decode_entities
 from ner_triton.labels import LabelMap
 from ner_triton.runtime.session import onnx_session
-from ner_triton.schema import LABELS_FILE, MODEL_DIR
-from ner_triton.variants import FP32, INT8, Variant
+from ner_triton.schema import ENSEMBLE, LABELS_FILE, MODEL_DIR
+from ner_triton.variants import FP32, INT8, INT8_DYNAMIC, Variant
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +44,34 @@ log = logging.getLogger(__name__)
 class PeerKind(enum.Enum):
     HF_PIPELINE = "hf_pipeline"  # transformers' pipeline, PyTorch
     ORT_INPROCESS = "ort_inprocess"  # tokenize + ONNX Runtime + decode in this process
-    TRITON_GRPC = "triton_grpc"  # the ensemble on a real tritonserver, over gRPC
+    TRITON_GRPC = "triton_grpc"  # a model of a real tritonserver, over gRPC
+
+
+class ServerMode(enum.Enum):
+    """Which local repository a gRPC peer's server runs."""
+
+    RAGGED = "ragged"  # the committed python layout: BERT steps take ragged batches
+    EQUAL_SHAPES = "equal_shapes"  # BERT steps like Triton's C++ backends (RepositorySettings.equal_shapes)
 
 
 @dataclass(frozen=True)
 class Peer:
-    """One system of the bench: how it runs and which model variant it runs."""
+    """One system of the bench: how it runs, which model variant (None: the build's served one), and for gRPC
+    peers which Triton model, server mode and texts per request."""
 
     name: str
     kind: PeerKind
-    variant: Variant
+    variant: Variant | None
+    fused: bool = False  # gRPC: the one-step ``ner`` (else the ensemble ``ner_<variant>``)
+    mode: ServerMode = ServerMode.RAGGED
+    texts_per_request: int = 1
+
+    def resolve(self, served: Variant) -> Variant:
+        return self.variant or served
+
+    def model(self, served: Variant) -> str:
+        """The Triton model a gRPC peer calls."""
+        return ENSEMBLE if self.fused else self.resolve(served).ensemble_name(None)
 
 
 PEERS: dict[str, Peer] = {
@@ -58,9 +80,17 @@ PEERS: dict[str, Peer] = {
         Peer("hf_pipeline_fp32", PeerKind.HF_PIPELINE, FP32),
         Peer("ort_fp32_inprocess", PeerKind.ORT_INPROCESS, FP32),
         Peer("ort_int8_inprocess", PeerKind.ORT_INPROCESS, INT8),
-        Peer("triton_fp32_grpc", PeerKind.TRITON_GRPC, FP32),
-        Peer("triton_int8_grpc", PeerKind.TRITON_GRPC, INT8),
+        Peer("ort_int8_dynamic_inprocess", PeerKind.ORT_INPROCESS, INT8_DYNAMIC),
+        Peer("triton_ner_grpc", PeerKind.TRITON_GRPC, None, fused=True),
+        Peer("triton_ner_x8_grpc", PeerKind.TRITON_GRPC, None, fused=True, texts_per_request=8),
+        Peer("triton_ensemble_grpc", PeerKind.TRITON_GRPC, None),
+        Peer("triton_ensemble_x8_grpc", PeerKind.TRITON_GRPC, None, texts_per_request=8),
+        Peer("triton_equal_shapes_grpc", PeerKind.TRITON_GRPC, None, mode=ServerMode.EQUAL_SHAPES),
     )
+}
+# The in-process peer that runs a variant's file (the reference of the served peers' goals).
+INPROCESS_OF: dict[str, str] = {
+    p.variant.key: name for name, p in PEERS.items() if p.kind is PeerKind.ORT_INPROCESS and p.variant
 }
 
 
@@ -161,40 +191,61 @@ class HfPipeline:
         return self.pipe(texts, batch_size=self.batch_size)
 
 
-def run_grpc(url: str, model: str, bert_step: str, texts: Sequence[str], concurrency: int) -> Run:
-    """``concurrency`` threads each sending one sentence per request until ``texts`` are done."""
+def phase_ms(before: tuple[int, int, dict[str, int]], after: tuple[int, int, dict[str, int]]) -> dict[str, Any]:
+    """One model's batching and per-request time in each phase (Triton adds a batch's compute time to each of
+    its requests: compute per request = per batch) between two :func:`model_counts` snapshots."""
+    (inf0, exe0, ph0), (inf1, exe1, ph1) = before, after
+    requests, executions = max(inf1 - inf0, 1), max(exe1 - exe0, 1)
+    out: dict[str, Any] = {"inferences": inf1 - inf0, "avg_batch_size": round((inf1 - inf0) / executions, 2)}
+    for k in ("queue", "compute_input", "compute_infer", "compute_output"):
+        out[f"{k}_ms"] = round((ph1.get(k, 0) - ph0.get(k, 0)) / requests / 1e6, 3)
+    return out
+
+
+def run_grpc(
+    url: str,
+    model: str,
+    batched: str,
+    texts: Sequence[str],
+    concurrency: int,
+    texts_per_request: int = 1,
+    models: Sequence[str] = (),
+) -> Run:
+    """``concurrency`` threads each sending ``texts_per_request`` texts per request until ``texts`` are done.
+
+    ``batched`` is the model whose batches are reported (the BERT step, or ``ner`` itself); ``models`` are
+    every model the request passes through, whose per-phase times are reported too (where the time goes)."""
 
     local = threading.local()
     latencies: list[float] = []
+    requests = [list(texts[i : i + texts_per_request]) for i in range(0, len(texts), texts_per_request)]
 
-    def one(text: str) -> None:
+    def one(part: list[str]) -> None:
         if not hasattr(local, "client"):
             local.client = NerClient(url, model, timeout_s=120)
         t = time.perf_counter()
-        local.client.extract([text])
+        local.client.extract(part)
         latencies.append(time.perf_counter() - t)
 
+    watched = list(dict.fromkeys([batched, *models]))
     with NerClient(url, model) as admin, ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, texts[: 2 * concurrency]))  # warm-up: every thread has its channel
+        list(pool.map(one, requests[: 2 * concurrency]))  # warm-up: every thread has its channel
         latencies.clear()
-        inf0, exe0, ph0 = model_counts(admin, bert_step)
+        before = {m: model_counts(admin, m) for m in watched}
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
-        list(pool.map(one, texts))
+        list(pool.map(one, requests))
         seconds = time.perf_counter() - t0
         cpu = _cpu_seconds() - cpu0
-        inf1, exe1, ph1 = model_counts(admin, bert_step)
-    executions = max(exe1 - exe0, 1)
-    requests = max(inf1 - inf0, 1)
+        after = {m: model_counts(admin, m) for m in watched}
+    phases = {m: phase_ms(before[m], after[m]) for m in watched}
+    main = phases[batched]
     triton = {
-        "bert_avg_batch_size": round((inf1 - inf0) / executions, 2),
-        "bert_queue_ms_per_request": round((ph1.get("queue", 0) - ph0.get("queue", 0)) / requests / 1e6, 3),
-        # Triton adds a batch's compute time to each request of the batch: per request = per batch.
+        "bert_avg_batch_size": main["avg_batch_size"],
+        "bert_queue_ms_per_request": main["queue_ms"],
         "bert_compute_ms_per_batch": round(
-            sum(ph1.get(k, 0) - ph0.get(k, 0) for k in ("compute_input", "compute_infer", "compute_output"))
-            / requests
-            / 1e6,
-            3,
+            main["compute_input_ms"] + main["compute_infer_ms"] + main["compute_output_ms"], 3
         ),
+        "models": phases,
     }
-    return Run(1, concurrency, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
+    return Run(texts_per_request, concurrency, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
                *_percentiles(latencies), round(100 * cpu / seconds, 1), triton)  # fmt: skip

@@ -22,15 +22,16 @@ def render_markdown(result: dict[str, Any]) -> str:
         "# Benchmark",
         "",
         f"`{result['command']}` - {result['sentences']} test sentences of {result['data']} (seed {result['seed']}), "
-        f"{result['machine']['cpus']} CPUs, {result['seconds']:.0f} s. One request = one batch (in-process) or one "
-        "sentence (gRPC). Latency at batch/concurrency 1.",
+        f"{result['machine']['cpus']} CPUs ({result['machine'].get('cpu_model', 'CPU model not recorded')}), "
+        f"{result['seconds']:.0f} s. Served variant: `{result.get('served_variant', '?')}`. One request = one batch "
+        "(in-process) or 1 / 8 sentences (gRPC). Latency at batch/concurrency 1.",
         "",
         "| peer | best sent/s | at | p50 ms | p95 ms | p99 ms |",
         "|---|---|---|---|---|---|",
     ]
     for name, p in peers.items():
         at = (
-            f"concurrency {p['best_concurrency']}"
+            f"{p['best_concurrency']} clients x {p['best_batch_size']} texts"
             if PEERS[name].kind is PeerKind.TRITON_GRPC
             else f"batch {p['best_batch_size']}"
         )
@@ -38,7 +39,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"| {name} | {p['throughput_sps']:.1f} | {at} | {p['p50_ms']:.2f} | {p['p95_ms']:.2f} | {p['p99_ms']:.2f} |"
         )
     header = (
-        "| peer | batch | concurrency | sent/s | p50 ms | p99 ms | client CPU % "
+        "| peer | batch (texts/request) | concurrency | sent/s | p50 ms | p99 ms | client CPU % "
         "| BERT avg batch | BERT queue ms/req | BERT compute ms/batch |"
     )
     lines += ["", "## Every run", "", header, "|---|---|---|---|---|---|---|---|---|---|"]
@@ -50,12 +51,46 @@ def render_markdown(result: dict[str, Any]) -> str:
                 f"{r['p99_ms']:.2f} | {r['client_cpu_pct']:.0f} | {t.get('bert_avg_batch_size', '-')} | "
                 f"{t.get('bert_queue_ms_per_request', '-')} | {t.get('bert_compute_ms_per_batch', '-')} |"
             )
-    if result["goals"]:
-        lines += ["", "## Goals", "", "| measure | value | goal |", "|---|---|---|"]
-        for name, g in result["goals"].items():
+    lines += where_the_time_goes(peers)
+    goals = {k: g for k, g in result["goals"].items() if isinstance(g, dict) and "goal" in g}
+    if goals:
+        reference = result["goals"].get("reference")
+        lines += ["", "## Goals", "", f"Against `{reference}` (the in-process peer of the served file).", ""]
+        lines += ["| measure | value | goal |", "|---|---|---|"]
+        for name, g in goals.items():
             lines.append(f"| {name} | {g.get('ratio', g.get('value'))} | {g['goal']} |")
+        per_peer = result["goals"].get("per_peer_vs_inprocess") or {}
+        if per_peer:
+            lines += ["", "Every gRPC peer's best throughput / the reference's: "
+                      + ", ".join(f"{n} {r}" for n, r in per_peer.items())]  # fmt: skip
     lines += ["", f"![throughput]({THROUGHPUT_PNG}) ![latency]({LATENCY_PNG})", ""]
     return "\n".join(lines)
+
+
+def where_the_time_goes(peers: dict[str, Any]) -> list[str]:
+    """At one client and one text per request: each model's per-request time by phase (Triton's statistics),
+    and what is left of the client's p50 for gRPC, (de)serialization and the hand-overs."""
+    lines: list[str] = []
+    for name, p in peers.items():
+        run = next((r for r in p["runs"] if r["concurrency"] == 1 and r["batch_size"] == 1 and r.get("triton")), None)
+        if run is None or "models" not in run["triton"]:
+            continue
+        if not lines:
+            lines = [
+                "",
+                "## Where the time goes (1 client, 1 text per request; ms per request)",
+                "",
+                "| peer | model | queue | compute input | compute infer | compute output |",
+                "|---|---|---|---|---|---|",
+            ]
+        inside = 0.0
+        for model, ph in run["triton"]["models"].items():
+            lines.append(f"| {name} | {model} | {ph['queue_ms']} | {ph['compute_input_ms']} | "
+                         f"{ph['compute_infer_ms']} | {ph['compute_output_ms']} |")  # fmt: skip
+            inside += ph["queue_ms"] + ph["compute_input_ms"] + ph["compute_infer_ms"] + ph["compute_output_ms"]
+        lines.append(f"| {name} | client p50 {run['p50_ms']} ms; outside the models' phases | "
+                     f"{round(run['p50_ms'] - inside, 2)} | | | |")  # fmt: skip
+    return lines
 
 
 def plot(result: dict[str, Any], output: Path) -> list[Path]:
@@ -73,12 +108,12 @@ def plot(result: dict[str, Any], output: Path) -> list[Path]:
     for k, (name, p) in enumerate(peers.items()):
         if PEERS[name].kind is PeerKind.TRITON_GRPC:
             xs = [r["concurrency"] for r in p["runs"]]
-            ax.plot(xs, [r["throughput_sps"] for r in p["runs"]], marker="o", color=f"C{k}", label=name)
+            ax.plot(xs, [r["throughput_sps"] for r in p["runs"]], marker="o", color=f"C{k % 10}", label=name)
         else:
             label = f"{name} (in-process, best batch {p['best_batch_size']})"
-            ax.axhline(p["throughput_sps"], linestyle="--", linewidth=1.2, color=f"C{k}", label=label)
+            ax.axhline(p["throughput_sps"], linestyle="--", linewidth=1.2, color=f"C{k % 10}", label=label)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("concurrent clients (one sentence per request)")
+    ax.set_xlabel("concurrent clients (1 or 8 sentences per request: see the peer name)")
     ax.set_ylabel("sentences / s")
     ax.set_title("Throughput")
     ax.legend(fontsize=8)
@@ -92,7 +127,7 @@ def plot(result: dict[str, Any], output: Path) -> list[Path]:
             continue
         xs = [r["concurrency"] for r in p["runs"]]
         for q, style in (("p50_ms", "-"), ("p95_ms", "--"), ("p99_ms", ":")):
-            ax.plot(xs, [r[q] for r in p["runs"]], style, marker="o", color=f"C{k}", label=f"{name} {q[:3]}")
+            ax.plot(xs, [r[q] for r in p["runs"]], style, marker="o", color=f"C{k % 10}", label=f"{name} {q[:3]}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("concurrent clients")

@@ -29,7 +29,7 @@ from ner_triton.client import NerClient
 from ner_triton.data import Sentence, load_split
 from ner_triton.decoding import spans_to_token_tags
 from ner_triton.pipeline.evaluate import score_tags
-from ner_triton.repository.model_configs import bert_step_of
+from ner_triton.repository.model_configs import bert_step_of, stats_model_of
 from ner_triton.schema import ENSEMBLE
 from ner_triton.settings import data_source
 
@@ -73,7 +73,7 @@ def evaluate_served(
         ends = [s + len(t) for s, t in zip(starts, sentence.tokens, strict=True)]
         return spans_to_token_tags(entities, starts, ends)
 
-    bert = bert_step_of(model).triton_name
+    bert = stats_model_of(model)  # the BERT step (or the one-step ``ner`` itself): its batches
     with NerClient(url, model, timeout_s) as admin:
         inf0, exe0, ph0 = model_counts(admin, bert)
         t0 = time.perf_counter()
@@ -105,6 +105,13 @@ def evaluate_served(
     }
 
 
+def served_report_key(model: str, report: dict[str, Any]) -> str:
+    """The report key of the variant ``model`` serves: the build's choice for ``ner``, else from the name."""
+    if model == ENSEMBLE and isinstance(report.get("served"), dict) and report["served"].get("report_key"):
+        return str(report["served"]["report_key"])
+    return bert_step_of(model).report_key
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="127.0.0.1:8001")
     parser.add_argument("--model", default=ENSEMBLE)
@@ -120,8 +127,9 @@ def _run(args: argparse.Namespace) -> int:
     sentences = load_split(data_source(args.data), args.split)[: args.limit]
     result = evaluate_served(args.url, sentences, args.model, args.concurrency)
     if args.report and args.report.is_file():
-        variant = bert_step_of(args.model).report_key
-        in_process = json.loads(args.report.read_text(encoding="utf-8"))["variants"][variant]["f1"]
+        report = json.loads(args.report.read_text(encoding="utf-8"))
+        variant = served_report_key(args.model, report)
+        in_process = report["variants"][variant]["f1"]
         result["in_process"] = {
             "variant": variant,
             "f1": in_process,

@@ -1,4 +1,5 @@
-"""Choose the BERT step's dynamic-batching settings by measurement, on the real server.
+"""Choose the dynamic-batching settings of ``ner`` (the one-step model of the local server; the same settings
+apply to the ensembles' BERT steps) by measurement, on the real server.
 
 For each candidate :class:`~ner_triton.repository.model_configs.BatchingSettings` (``1x2``: one
 instance with two ONNX Runtime threads; ``2x1``: two instances with one thread each) a repository is
@@ -24,13 +25,11 @@ from typing import Any
 from ner_triton.bench.served_eval import evaluate_served
 from ner_triton.cli import Command, emit_json
 from ner_triton.data import Sentence, load_split
-from ner_triton.repository.install import install_artifacts, settings_for_model
+from ner_triton.repository.install import install_artifacts, served_settings
 from ner_triton.repository.model_configs import BatchingSettings
 from ner_triton.repository.render import write_configs
-from ner_triton.schema import MODEL_DIR
 from ner_triton.serving.server import ServerSettings, TritonServer
 from ner_triton.settings import data_source
-from ner_triton.variants import INT8
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ def measure(
     concurrency: Sequence[int],
     workdir: Path,
 ) -> dict[str, Any]:
-    settings = replace(settings_for_model(artifacts / MODEL_DIR), batching=batching, variants=(INT8,))
+    settings = replace(served_settings(artifacts), batching=batching)
     repo = workdir / "repository"
     write_configs(settings, repo)
     install_artifacts(settings, artifacts, repo)

@@ -1,5 +1,8 @@
 """``ner-perf-inputs``: what Triton's own performance tools need to measure and tune the ``ner`` ensemble.
 
+The files target the ensemble interface (TEXT ``[n]``) of the NGC and GPU layouts, where these tools run. On the
+local python layout ``ner`` is a one-step batching model (TEXT ``[n, 1]``); its ensembles are ``ner_<variant>``.
+
 perf_analyzer invents random input data, which for a string input like ``TEXT`` means random bytes that are
 not text; and Model Analyzer needs to be told how to drive an ensemble whose pre/post steps are python models.
 This command writes both from the data you serve:

@@ -22,7 +22,7 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 
-from ner_triton.client import channel_args, channel_connected, status_code, translate_error  # noqa: E402
+from ner_triton.client import channel_args, channel_connected, status_code, text_rank, translate_error  # noqa: E402
 from ner_triton.loadtest import metrics  # noqa: E402
 from ner_triton.loadtest.slo import Slo, check  # noqa: E402
 from ner_triton.loadtest.texts import TextPool  # noqa: E402
@@ -109,6 +109,7 @@ class NerGrpcUser(User):
         self.model, self.timeout_s, self.document_share = opts.ner_model, opts.timeout_s, opts.document_share
         self.url = self.environment.host or self.host
         self.client = grpcclient.InferenceServerClient(self.url, channel_args=channel_args())
+        self.rank: int | None = None  # TEXT rank of the model (1: ensemble, 2: the batching one-step ``ner``)
         self.pool = _pool(self.environment)
         self.rng = random.Random()
 
@@ -119,15 +120,18 @@ class NerGrpcUser(User):
     def extract(self) -> None:
         is_doc = self.rng.random() < self.document_share
         text = self.pool.document(self.rng) if is_doc else self.pool.sentence(self.rng)
-        data = np.array([text.encode("utf-8")], dtype=np.object_)
-        tensor = grpcclient.InferInput(TEXT, [1], "BYTES")
-        tensor.set_data_from_numpy(data)
         ISSUED["calls"] += 1
         start, size = time.perf_counter(), 0
         error: Exception | None = None
         try:
+            if self.rank is None:
+                self.rank = text_rank(self.client.get_model_metadata(self.model, as_json=True))
+            shape = [1] * self.rank
+            data = np.array([text.encode("utf-8")], dtype=np.object_).reshape(shape)
+            tensor = grpcclient.InferInput(TEXT, shape, "BYTES")
+            tensor.set_data_from_numpy(data)
             result = self.client.infer(self.model, [tensor], client_timeout=self.timeout_s)
-            size = sum(len(x) for x in result.as_numpy(ENTITIES))
+            size = sum(len(x) for x in result.as_numpy(ENTITIES).reshape(-1))
         except grpcclient.InferenceServerException as exc:
             # a message that names the fix; UNAVAILABLE is "shed" when the channel is up, "no server" when not
             connected = channel_connected(self.client) if status_code(exc) is grpc.StatusCode.UNAVAILABLE else None

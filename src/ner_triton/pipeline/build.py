@@ -1,4 +1,5 @@
-"""``make build``: fine-tune -> (prune) -> export -> quantize -> evaluate every variant -> report -> gate.
+"""``make build``: fine-tune -> (prune) -> export -> quantize -> evaluate every variant -> choose the served
+CPU variant (gate, then a speed race on this machine) -> report -> install.
 
 Run as ``ner-build`` (or ``python build/build.py``); settings come from the environment
 (see :meth:`ner_triton.settings.BuildSettings.from_env`).
@@ -27,6 +28,7 @@ from ner_triton.pipeline.finetune import TRAIN_SUMMARY, finetune, prune_and_reco
 from ner_triton.pipeline.gate import enforce_gate, gate
 from ner_triton.pipeline.quantize import RECIPES, Calibration, quantize_variant
 from ner_triton.pipeline.report import write_report
+from ner_triton.pipeline.serve import candidates, choose, race
 from ner_triton.repository.rollout import export_repository
 from ner_triton.schema import LABELS_FILE, MODEL_DIR, ONNX_DIR, REPORT_MD
 from ner_triton.settings import BuildSettings
@@ -122,16 +124,52 @@ def evaluate_variants(
     return out
 
 
+def serve_choice(
+    settings: BuildSettings,
+    model_dir: Path,
+    onnx_paths: dict[str, Path],
+    variants: dict[str, dict[str, Any]],
+    test: Sequence[Sentence],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The served CPU variant (``report["served"]``) and the gate verdict on it (``report["gate"]``).
+
+    Variants that are not served are reported (``gate.not_served``) without failing the build."""
+    q = settings.quant
+    scored = {k: v for k, v in onnx_paths.items() if k in variants}
+    passing = {
+        v.report_key: scored[v.report_key]
+        for v in candidates(q.serve)
+        if v.report_key in scored and gate(variants, q.max_f1_drop_points, [v])["passed"]
+    }
+    texts = [s.text for s in test[:512]]
+    speeds = race(passing, load_tokenizer(str(model_dir)), texts, settings.threads) if passing else {}
+    served = choose(variants, speeds, q.max_f1_drop_points, q.serve)
+    everything = gate(variants, q.max_f1_drop_points)
+    verdict = {
+        "max_f1_drop_points": q.max_f1_drop_points,
+        "reference": everything["reference"],
+        "served": served["variant"],
+        "passed": served["passed"],
+        "failures": [] if served["passed"] else served["failures"],
+        "not_served": everything["failures"] if served["passed"] else [],
+    }
+    return served, verdict
+
+
 def build(settings: BuildSettings) -> Path:
     """Run every step into ``settings.artifacts``; returns the report path.
 
     Raises:
         QualityGateError: after the report is written, when the FP32 model does not clear the quality floor
-            (:mod:`~ner_triton.pipeline.baseline`) or an INT8 variant lost too much F1; nothing is installed.
+            (:mod:`~ner_triton.pipeline.baseline`) or no CPU variant that may be served passed the INT8 gate
+            (:mod:`~ner_triton.pipeline.serve`); nothing is installed.
     """
     t0 = time.perf_counter()
     artifacts = settings.artifacts
-    if settings.prune.active:  # fine-tune, then prune + recover into artifacts/model
+    if settings.reuse_model and (artifacts / MODEL_DIR / TRAIN_SUMMARY).is_file():
+        model_dir = artifacts / MODEL_DIR
+        log.info("REUSE_MODEL=1: using the fine-tuned model in %s (no training)", model_dir)
+    elif settings.prune.active:  # fine-tune, then prune + recover into artifacts/model
         unpruned = finetune(settings, settings.source, artifacts / f"{MODEL_DIR}_unpruned")
         model_dir = prune_and_recover(settings, settings.source, unpruned, artifacts / MODEL_DIR)
     else:
@@ -141,7 +179,7 @@ def build(settings: BuildSettings) -> Path:
     test = eval_sentences(settings)
     variants = evaluate_variants(settings, model_dir, onnx_paths, test)
     summary = json.loads((model_dir / TRAIN_SUMMARY).read_text(encoding="utf-8"))
-    verdict = gate(variants, settings.quant.max_f1_drop_points)
+    served, verdict = serve_choice(settings, model_dir, onnx_paths, variants, test)
     baseline = baseline_scores(settings, LabelMap.load(model_dir / LABELS_FILE), test)
     quality = quality_verdict(variants[REFERENCE.report_key]["f1"], baseline["f1"], settings.quality)
     per_type = variants[REFERENCE.report_key]["per_type"]
@@ -154,6 +192,7 @@ def build(settings: BuildSettings) -> Path:
         "test_sentences": len(test),
         "training": {k: v for k, v in summary.items() if k != "model"},
         "variants": variants,
+        "served": served,
         "gate": verdict,
         "baseline": baseline,
         "quality": {**quality, "zero_f1_types": zero},
@@ -187,8 +226,9 @@ main = Command(
     _add_arguments,
     _run,
     epilog="Settings from the environment: MODEL, DATA, SCHEME, HUB_TOKENS, HUB_TAGS, HUB_SPLITS, ARTIFACTS, EPOCHS,\n"
-    "MIN_STEPS, MAX_EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES, MODEL_REPOSITORY, CASING, SEED, LR, BATCH_SIZE,\n"
-    "CALIB_SENTENCES, SMOOTHQUANT, MAX_F1_DROP, MIN_F1, BASELINE_MARGIN, PRUNE (docs/build.md).",
+    "MIN_STEPS, MAX_EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES, MODEL_REPOSITORY, REUSE_MODEL, CASING, SEED, LR,\n"
+    "BATCH_SIZE, "
+    "CALIB_SENTENCES, SMOOTHQUANT, MAX_F1_DROP, SERVE, MIN_F1, BASELINE_MARGIN, PRUNE (docs/build.md).",
 ).main
 
 

@@ -1,7 +1,8 @@
 """The accuracy gate: an INT8 variant may lose at most ``max_f1_drop_points`` test F1 against FP32.
 
-One function decides (:func:`gate`); the build applies it to the CPU variants (``Variant.gated``) before
-anything is installed, and the GPU export applies it to the TensorRT form from the build's report
+One function decides (:func:`gate`); the build applies it to the CPU variants (``Variant.gated``) and
+serves only one that passes (:mod:`ner_triton.pipeline.serve`; a variant it does not serve is reported
+without failing the build), and the GPU export applies it to the TensorRT form from the build's report
 (:func:`check_report`) before any engine is built.
 """
 
@@ -44,7 +45,9 @@ def enforce_gate(verdict: Mapping[str, Any], report_md: Path) -> None:
     """Raise :class:`QualityGateError` naming each INT8 variant that missed, and by how much."""
     if not verdict["passed"]:
         raise QualityGateError(
-            "INT8 accuracy gate failed: " + "; ".join(verdict["failures"]) + f". See {report_md}; {HINT}"
+            "INT8 accuracy gate failed (no CPU variant that may be served is within it): "
+            + "; ".join(verdict["failures"])
+            + f". See {report_md}; {HINT}"
         )
 
 

@@ -18,6 +18,25 @@ def write_report(report: dict[str, Any], output_dir: Path) -> Path:
     return path
 
 
+def served_lines(served: dict[str, Any] | None, gate: dict[str, Any]) -> list[str]:
+    """The served-variant choice: every candidate's F1, gate verdict and race speed, and the winner."""
+    if not served:
+        return []
+    lines = [
+        f"Served by `ner`: **{served['variant'] or 'nothing'}** ({served['reason']}).",
+        "",
+        "| candidate | F1 | delta | within gate | sent/s (race) |",
+        "|---|---|---|---|---|",
+    ]
+    for key, c in served["candidates"].items():
+        speed = "-" if c["sentences_per_s"] is None else f"{c['sentences_per_s']:.0f}"
+        lines.append(f"| {key} | {c['f1']:.4f} | {c['delta_f1_points']:+.2f} | "
+                     f"{'yes' if c['passed_gate'] else 'no'} | {speed} |")  # fmt: skip
+    if gate.get("not_served"):
+        lines += ["", "Not served (reported, not gated): " + "; ".join(gate["not_served"])]
+    return [*lines, ""]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     tr = report["training"]
     lines = [
@@ -69,11 +88,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += ["", f"Warning: types only in the test split: {', '.join(base['types_only_in_test'])}."]
     lines += [
         "",
-        f"Gate: INT8 variants may lose at most {gate['max_f1_drop_points']} F1 points: "
+        f"Gate: the served CPU variant may lose at most {gate['max_f1_drop_points']} F1 points: "
         f"**{'passed' if gate['passed'] else 'FAILED'}**"
         + (f" ({'; '.join(gate['failures'])})" if gate["failures"] else ""),
         "",
     ]
+    lines += served_lines(report.get("served"), gate)
     lines += ["## Per entity type", ""]
     types = sorted({t for v in report["variants"].values() for t in v["per_type"]})
     lines.append("| variant | " + " | ".join(f"{t} P / R / F1" for t in types) + " |")

@@ -1,14 +1,20 @@
 """Typed builders of Triton model configs (``model_config_pb2``), one function per step.
 
-Three layouts come from these definitions (:class:`~ner_triton.variants.Layout`): ``python`` (the local
-CPU server: the BERT step is a python-backend model running ONNX Runtime), ``onnxruntime`` (NGC container, CPU: Triton's
-onnxruntime backend) and ``tensorrt`` (NGC container, GPU: the ``ner`` ensemble over
-``ner_bert_trt``, a TensorRT INT8 engine with one optimization profile per sequence bucket, and a
-tokenizer step that pads each request to its bucket so same-bucket requests batch together).
+Three layouts come from these definitions (:class:`~ner_triton.variants.Layout`):
+
+* ``python`` (the local CPU server): ``ner`` is one python model that tokenizes, runs ONNX Runtime and
+  decodes over a dynamic batch (:mod:`ner_triton.runtime.fused`; TEXT ``[n, 1]``), serving the CPU variant
+  the build chose; ``ner_<variant>`` are three-step ensembles (TEXT ``[n]``) over python BERT steps that
+  take ragged batches.
+* ``onnxruntime`` (NGC container, CPU): ``ner`` is the three-step ensemble over the chosen variant's BERT
+  step on Triton's onnxruntime backend; the tokenizer pads each request to a length bucket so that
+  same-bucket requests have equal shapes and batch (Triton's C++ backends do not take ragged batches).
+* ``tensorrt`` (NGC container, GPU): the ``ner`` ensemble over ``ner_bert_trt``, a TensorRT INT8 engine
+  with one optimization profile per sequence bucket, with the same bucket padding.
 
 Pre- and postprocess take whole requests (``max_batch_size: 0``: a request holds any number of
 texts, and a long text becomes several windows); the BERT step batches windows from many requests
-with the dynamic batcher, ragged when the backend pads by itself.
+with the dynamic batcher.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from ner_triton.runtime.limits import Limits
 from ner_triton.schema import (
     ATTENTION_MASK,
     CASING_IDS,
+    ENSEMBLE,
     ENTITIES,
     INPUT_IDS,
     LOGITS,
@@ -36,7 +43,7 @@ from ner_triton.schema import (
     WORD_IDS,
 )
 from ner_triton.settings import EngineSettings
-from ner_triton.variants import FP32, INT8, TRT, Layout, Variant
+from ner_triton.variants import FP32, INT8, INT8_DYNAMIC, TRT, Layout, Variant
 
 GENERATOR = "ner_triton.repository.model_configs"
 GENERATOR_NOTE = "Regenerate with `make repository`."
@@ -73,7 +80,9 @@ class BatchingSettings:
 class RepositorySettings:
     """Everything the generated configs depend on."""
 
-    variants: tuple[Variant, ...] = (INT8, FP32)  # the first is served as the ``ner`` ensemble
+    # Every variant gets a ``ner_<key>`` ensemble; the first is the one ``ner`` serves (the build puts its
+    # chosen CPU variant first: :func:`ner_triton.pipeline.serve.choose`).
+    variants: tuple[Variant, ...] = (INT8_DYNAMIC, INT8, FP32)
     use_casing: bool = True
     limits: Limits = field(default_factory=Limits)
     batching: BatchingSettings = field(default_factory=BatchingSettings)
@@ -83,11 +92,25 @@ class RepositorySettings:
     # point, not measured here: tune it on the GPU with perf_analyzer or `make tune-batching`).
     gpu_queue_delay_us: int = 200
     gpu_instances: int = 2
+    # Lengths the tokenizer pads to where the BERT step needs equal shapes to batch (onnxruntime layout;
+    # the tensorrt layout uses its engine's buckets). CoNLL-style sentences are mostly under 32 tokens.
+    buckets: tuple[int, ...] = (16, 32, 64, 128)
+    # Python layout only: run the BERT steps like Triton's C++ backends (no ragged batches; the tokenizer pads
+    # to ``buckets``), to measure the equal-shape path on this server (tests/integration/test_equal_shapes.py).
+    equal_shapes: bool = False
+
+    @property
+    def served(self) -> Variant:
+        """The variant ``ner`` serves."""
+        return self.variants[0]
 
 
 def layout_settings(s: RepositorySettings, layout: Layout) -> RepositorySettings:
-    """The settings one layout is generated from: the GPU layout serves the TensorRT variant only,
-    and its tokenizer pads to the engine's buckets."""
+    """The settings one layout is generated from: the GPU layout serves the TensorRT variant only, and its
+    tokenizer pads to the engine's buckets; the onnxruntime layout (and the python one in equal-shape mode)
+    pads to ``buckets``."""
+    if layout is Layout.ONNXRUNTIME or (layout is Layout.PYTHON and s.equal_shapes):
+        return replace(s, limits=replace(s.limits, buckets=s.buckets))
     if layout is not Layout.TENSORRT:
         return s
     if s.limits.max_windows > s.engine.max_batch_size:
@@ -148,7 +171,8 @@ def bert_config(s: RepositorySettings, variant: Variant, layout: Layout = Layout
         return trt_config(s)
     b = s.batching
     cfg = mc.ModelConfig(name=variant.triton_name, max_batch_size=b.max_batch_size)
-    ragged = layout is Layout.PYTHON  # the python step pads requests itself; onnxruntime needs equal shapes
+    # the python step pads requests itself; Triton's C++ backends need equal shapes
+    ragged = layout is Layout.PYTHON and not s.equal_shapes
     for name in bert_inputs(s.use_casing):
         cfg.input.append(_in(name, mc.TYPE_INT64, [-1], allow_ragged_batch=ragged))
     cfg.output.append(_out(LOGITS, mc.TYPE_FP32, [-1, -1]))
@@ -229,25 +253,63 @@ def postprocess_config(s: RepositorySettings) -> mc.ModelConfig:
     return cfg
 
 
-def ensemble_name(variant: Variant, s: RepositorySettings | None = None) -> str:
-    """``ner`` for the layout's default (first) variant, ``ner_<key>`` for the others."""
-    return variant.ensemble_name((s or RepositorySettings()).variants[0])
+def fused_front(layout: Layout) -> bool:
+    """True where ``ner`` is the one-step python model (the local CPU server), not an ensemble."""
+    return layout is Layout.PYTHON
 
 
-def bert_step_of(ensemble: str, s: RepositorySettings | None = None) -> Variant:
-    """The variant whose BERT step an ensemble of the repository calls (``ner`` -> int8, ``ner_fp32`` -> fp32)."""
+def ensemble_name(variant: Variant, s: RepositorySettings | None = None, layout: Layout = Layout.PYTHON) -> str:
+    """``ner_<key>`` on the python layout (``ner`` is the fused model there); elsewhere ``ner`` for the
+    served (first) variant and ``ner_<key>`` for the others."""
     s = s or RepositorySettings()
+    return variant.ensemble_name(None if fused_front(layout) else s.served)
+
+
+def bert_step_of(model: str, s: RepositorySettings | None = None, layout: Layout = Layout.PYTHON) -> Variant:
+    """The variant a model of the repository serves (``ner`` -> the served one, ``ner_fp32`` -> fp32)."""
+    s = s or RepositorySettings()
+    if model == ENSEMBLE:
+        return s.served
     for variant in s.variants:
-        if ensemble_name(variant, s) == ensemble:
+        if ensemble_name(variant, s, layout) == model:
             return variant
-    raise ConfigError(
-        f"{ensemble!r} is not an ensemble of this repository: use one of {[ensemble_name(v, s) for v in s.variants]}."
+    names = [ENSEMBLE, *(ensemble_name(v, s, layout) for v in s.variants)]
+    raise ConfigError(f"{model!r} is not a model of this repository: use one of {names}.")
+
+
+def stats_model_of(model: str, s: RepositorySettings | None = None, layout: Layout = Layout.PYTHON) -> str:
+    """The model whose Triton statistics show how ``model``'s batches ran: its BERT step (or ``ner`` itself
+    where it is the fused model)."""
+    if model == ENSEMBLE and fused_front(layout):
+        return ENSEMBLE
+    return bert_step_of(model, s, layout).triton_name
+
+
+def fused_config(s: RepositorySettings) -> mc.ModelConfig:
+    """``ner`` on the python layout: TEXT ``[batch, 1]`` -> ENTITIES ``[batch, 1]``, tokenize + run + decode in
+    one python model (:mod:`ner_triton.runtime.fused`), requests merged by the dynamic batcher."""
+    b = s.batching
+    cfg = mc.ModelConfig(name=ENSEMBLE, backend="python", max_batch_size=s.limits.max_texts)
+    cfg.input.append(_in(TEXT, mc.TYPE_STRING, [1]))
+    cfg.output.append(_out(ENTITIES, mc.TYPE_STRING, [1]))
+    cfg.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_us
+    _queue_policy(cfg, b)
+    cfg.instance_group.append(mc.ModelInstanceGroup(count=b.instances, kind=mc.ModelInstanceGroup.KIND_CPU))
+    _params(
+        cfg,
+        {
+            **s.limits.to_parameters(),
+            "threads": b.threads,
+            "max_padding": b.max_padding,
+            "spinning": int(b.spinning),
+        },
     )
+    return cfg
 
 
-def ensemble_config(s: RepositorySettings, variant: Variant) -> mc.ModelConfig:
+def ensemble_config(s: RepositorySettings, variant: Variant, layout: Layout = Layout.PYTHON) -> mc.ModelConfig:
     """TEXT [n] -> ENTITIES [n] (one JSON array of entities per text)."""
-    cfg = mc.ModelConfig(name=ensemble_name(variant, s), platform="ensemble", max_batch_size=0)
+    cfg = mc.ModelConfig(name=ensemble_name(variant, s, layout), platform="ensemble", max_batch_size=0)
     cfg.input.append(_in(TEXT, mc.TYPE_STRING, [-1]))
     cfg.output.append(_out(ENTITIES, mc.TYPE_STRING, [-1]))
     steps = cfg.ensemble_scheduling.step
@@ -271,8 +333,10 @@ def all_configs(s: RepositorySettings, layout: Layout = Layout.PYTHON) -> list[m
     """Every model of the repository's ``layout``, in dependency order."""
     s = layout_settings(s, layout)
     configs = [preprocess_config(s), postprocess_config(s)]
+    if fused_front(layout):
+        configs.append(fused_config(s))
     for variant in s.variants:
-        configs += [bert_config(s, variant, layout), ensemble_config(s, variant)]
+        configs += [bert_config(s, variant, layout), ensemble_config(s, variant, layout)]
     return configs
 
 

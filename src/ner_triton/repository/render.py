@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ner_triton.repository.model_configs import GENERATOR_NOTE, RepositorySettings, all_configs, to_pbtxt
-from ner_triton.schema import POSTPROCESS, PREPROCESS
+from ner_triton.schema import ENSEMBLE, POSTPROCESS, PREPROCESS
 from ner_triton.variants import VARIANTS, Layout
 
 RENDERER = "ner_triton.repository.render"
@@ -20,6 +20,7 @@ ADAPTERS = "ner_triton.runtime.adapters"
 ADAPTER_OF: dict[str, str] = {
     PREPROCESS: "preprocess",
     POSTPROCESS: "postprocess",
+    ENSEMBLE: "fused",  # the python layout's ``ner`` (elsewhere ``ner`` is an ensemble and has no model.py)
     **{v.triton_name: "bert" for v in VARIANTS.values()},
 }
 

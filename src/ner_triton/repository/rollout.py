@@ -21,10 +21,10 @@ from pathlib import Path
 
 from ner_triton.cli import Command
 from ner_triton.errors import ModelLoadError
-from ner_triton.repository.install import install_artifacts, settings_for_model
+from ner_triton.repository.install import install_artifacts, install_fused, served_settings
 from ner_triton.repository.model_configs import RepositorySettings
 from ner_triton.repository.render import configs_match, model_py, write_configs
-from ner_triton.schema import LABELS_FILE, MODEL_DIR, ONNX_DIR, POSTPROCESS, PREPROCESS, TOKENIZER_DIR
+from ner_triton.schema import ENSEMBLE, LABELS_FILE, MODEL_DIR, ONNX_DIR, POSTPROCESS, PREPROCESS, TOKENIZER_DIR
 from ner_triton.variants import SERVED_FILES, Layout
 
 log = logging.getLogger(__name__)
@@ -69,15 +69,22 @@ def install_new_version(settings: RepositorySettings, artifacts: Path, repositor
     if not _same_file(model_dir / LABELS_FILE, repository / POSTPROCESS / "1" / LABELS_FILE):
         raise ModelLoadError("the new build has other labels than the served one: deploy a new repository.")
     steps = [repository / v.triton_name for v in settings.variants]
+    fused = repository / ENSEMBLE
+    if (fused / "config.pbtxt").is_file() and versions(fused):  # the python layout's one-step ``ner``
+        steps.append(fused)
     version = 1 + max((max(versions(d), default=0) for d in steps), default=0)
-    for variant, step in zip(settings.variants, steps, strict=True):
-        src = onnx_dir / variant.onnx_file
-        if not src.is_file():
-            raise ModelLoadError(f"{src} is missing; run `make build` first.")
+    for step in steps:
         staging = step / f".staging-{version}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        shutil.copy2(src, staging / variant.served_file)
+        if step == fused:
+            install_fused(settings, artifacts, staging)
+        else:
+            variant = next(v for v in settings.variants if v.triton_name == step.name)
+            src = onnx_dir / variant.onnx_file
+            if not src.is_file():
+                raise ModelLoadError(f"{src} is missing; run `make build` first.")
+            shutil.copy2(src, staging / variant.served_file)
         (staging / "model.py").write_text(model_py(step.name), encoding="utf-8")
         compileall.compile_dir(str(staging), quiet=1)  # the stub finds bytecode: nothing changes after the rename
         os.replace(staging, step / str(version))
@@ -95,7 +102,7 @@ def export_repository(
         raise ModelLoadError(
             "the GPU layout needs a TensorRT engine: run `ner-engine --artifacts ...` on the GPU host."
         )
-    settings = settings_for_model(artifacts / MODEL_DIR)
+    settings = served_settings(artifacts)  # refuses a build that failed its gate
     served = any(versions(repository / v.triton_name) for v in settings.variants)
     if layout is Layout.PYTHON and served and configs_match(settings, repository, layout):
         try:
@@ -103,13 +110,12 @@ def export_repository(
             return repository
         except ModelLoadError as exc:
             log.warning("not a rolling update (%s); replacing the repository's model", exc)
-    for v in settings.variants:
-        step = repository / v.triton_name
+    for step in [repository / v.triton_name for v in settings.variants] + [repository / ENSEMBLE]:
         for old in versions(step):
             if old != 1:
                 shutil.rmtree(step / str(old))
     write_configs(settings, repository, layout)
-    return install_artifacts(settings, artifacts, repository)
+    return install_artifacts(settings, artifacts, repository, layout)
 
 
 def swap_in(staging: Path, version_dir: Path) -> None:
