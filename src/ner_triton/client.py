@@ -207,6 +207,9 @@ def channel_connected(client: Any) -> bool | None:
     return True
 
 
+SERVER_ANSWERED = "[request id:"  # the prefix tritonserver puts on the errors it returns
+
+
 def translate_error(
     exc: Exception, url: str, model: str, timeout_s: float | None, connected: bool | None = None
 ) -> ClientError:
@@ -217,7 +220,9 @@ def translate_error(
     code = status_code(exc)
     message = getattr(exc, "message", lambda: str(exc))() or str(exc)
     if code is grpc.StatusCode.UNAVAILABLE:
-        if connected:
+        # Triton's own errors carry its request-id prefix: that UNAVAILABLE came from a server that answered
+        # (a full queue or a queue timeout), even when the connectivity probe was too slow to say so under load.
+        if connected or SERVER_ANSWERED in message:
             return OverloadedError(
                 f"{model} at {url} answered UNAVAILABLE ({message}): it shed the request (queue full or timed "
                 "out, restarting) or expects a header; retry with backoff (RetryPolicy) or add capacity."

@@ -6,6 +6,7 @@
   server uses, for every CPU variant (the limit a server on this machine can approach).
 * ``triton_ner_grpc`` / ``triton_ner_x8_grpc`` - the local server's one-step ``ner`` (the build's chosen CPU
   variant), 1 or 8 texts per request, from ``concurrency`` client threads.
+* ``triton_ner_1x2_grpc`` - the same ``ner`` with one instance of two threads instead of two of one.
 * ``triton_ensemble_grpc`` / ``triton_ensemble_x8_grpc`` - the three-step ensemble ``ner_<chosen>`` on the
   same server (python BERT step taking ragged batches).
 * ``triton_equal_shapes_grpc`` - that ensemble with the BERT step run like Triton's C++ backends (onnxruntime,
@@ -51,6 +52,7 @@ class ServerMode(enum.Enum):
     """Which local repository a gRPC peer's server runs."""
 
     RAGGED = "ragged"  # the committed python layout: BERT steps take ragged batches
+    ONE_INSTANCE = "one_instance"  # the same with one instance of two ONNX Runtime threads per model (not 2 x 1)
     EQUAL_SHAPES = "equal_shapes"  # BERT steps like Triton's C++ backends (RepositorySettings.equal_shapes)
 
 
@@ -83,6 +85,7 @@ PEERS: dict[str, Peer] = {
         Peer("ort_int8_dynamic_inprocess", PeerKind.ORT_INPROCESS, INT8_DYNAMIC),
         Peer("triton_ner_grpc", PeerKind.TRITON_GRPC, None, fused=True),
         Peer("triton_ner_x8_grpc", PeerKind.TRITON_GRPC, None, fused=True, texts_per_request=8),
+        Peer("triton_ner_1x2_grpc", PeerKind.TRITON_GRPC, None, fused=True, mode=ServerMode.ONE_INSTANCE),
         Peer("triton_ensemble_grpc", PeerKind.TRITON_GRPC, None),
         Peer("triton_ensemble_x8_grpc", PeerKind.TRITON_GRPC, None, texts_per_request=8),
         Peer("triton_equal_shapes_grpc", PeerKind.TRITON_GRPC, None, mode=ServerMode.EQUAL_SHAPES),

@@ -137,6 +137,8 @@ def _repository(settings: BenchSettings, root: Path, mode: ServerMode) -> tuple[
     """A temporary repository of the build (its served variant first), in ``mode``."""
     repo = root / f"repository-{mode.value}"
     repo_settings = replace(served_settings(settings.artifacts), equal_shapes=mode is ServerMode.EQUAL_SHAPES)
+    if mode is ServerMode.ONE_INSTANCE:
+        repo_settings = replace(repo_settings, batching=replace(repo_settings.batching, instances=1, threads=2))
     write_configs(repo_settings, repo)
     install_artifacts(repo_settings, settings.artifacts, repo)
     return repo, repo_settings
