@@ -143,6 +143,7 @@ def test_async_client_over_tls_sends_chunks_concurrently(tls_server: TlsServer, 
     tls = Tls(root_certificates=pki.ca)
     with NerClient(tls_server.settings.grpc_url, "ner_fp32", tls=tls, headers=tls_server.header) as c:
         expected = c.extract(texts)
+
     # Spans, not scores: concurrent chunks batch (and pad) differently, which moves scores in the last digits.
     def spans(res: list[Any]) -> list[list[tuple[str, int, int]]]:
         return [[(e.entity, e.start, e.end) for e in ents] for ents in res]
