@@ -186,9 +186,12 @@ def test_repeated_builds_roll_versions_and_keep_the_committed_files(tiny_build, 
 
     repo = tmp_path / "repo"
     shutil.copytree(tiny_build.repository, repo)
+    (repo / "ner" / "1" / "model.onnx").unlink()  # a repository served before the one-step ner existed
     for _ in range(3):
         export_repository(tiny_build.artifacts, repo)
     step = repo / "ner_bert_int8"
     assert versions(step) == [3, 4]
+    assert versions(repo / "ner") == [3, 4], "the one-step ner rolls with the BERT steps, even from no weights"
+    assert (repo / "ner" / "4" / "served.json").is_file() and (repo / "ner" / "4" / "tokenizer").is_dir()
     assert (step / "1" / "model.py").is_file() and not (step / "1" / "model.onnx").exists()
     assert "ner_bert_int8" in check_repository(repo)

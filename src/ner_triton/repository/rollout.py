@@ -70,7 +70,7 @@ def install_new_version(settings: RepositorySettings, artifacts: Path, repositor
         raise ModelLoadError("the new build has other labels than the served one: deploy a new repository.")
     steps = [repository / v.triton_name for v in settings.variants]
     fused = repository / ENSEMBLE
-    if (fused / "config.pbtxt").is_file() and versions(fused):  # the python layout's one-step ``ner``
+    if (fused / "1" / "model.py").is_file():  # the python layout's one-step ``ner`` (an ensemble has no model.py)
         steps.append(fused)
     version = 1 + max((max(versions(d), default=0) for d in steps), default=0)
     for step in steps:
