@@ -84,10 +84,12 @@ def int8_matmuls(model: onnx.ModelProto) -> list[str]:
 
 
 def _constant(model: onnx.ModelProto, tensor: str) -> bool:
-    """A constant, or the dequantized value of one."""
+    """A constant, or the (quantized and) dequantized value of one."""
     inits = {i.name for i in model.graph.initializer}
-    node = _producers(model).get(tensor)
-    return tensor in inits or (node is not None and node.op_type == "DequantizeLinear" and node.input[0] in inits)
+    producer = _producers(model)
+    while (node := producer.get(tensor)) is not None and node.op_type in ("DequantizeLinear", "QuantizeLinear"):
+        tensor = node.input[0]
+    return tensor in inits
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -150,7 +152,9 @@ def matmul_costs(model: onnx.ModelProto, length: int) -> list[MatMulCost]:
     return out
 
 
-def speed_bound(model: onnx.ModelProto | Path, length: int = 128, int8_rate: float = INT8_OVER_FP16_GEMM_RATE) -> SpeedBound:
+def speed_bound(
+    model: onnx.ModelProto | Path, length: int = 128, int8_rate: float = INT8_OVER_FP16_GEMM_RATE
+) -> SpeedBound:
     """The INT8 share of ``model``'s multiply-adds at ``length`` tokens and the speed-up bound it gives."""
     if isinstance(model, Path):
         if not model.is_file():
@@ -168,14 +172,19 @@ def speed_bound(model: onnx.ModelProto | Path, length: int = 128, int8_rate: flo
 
 
 def qdq_counts(model: onnx.ModelProto) -> dict[str, int]:
-    """Where the Q/DQ nodes sit: QuantizeLinear nodes in all and those that take a MatMul's output."""
+    """Where the Q/DQ nodes sit: QuantizeLinear nodes on weights (constants), on MatMul outputs and on other
+    activations; DequantizeLinear nodes; MatMuls in all and in INT8."""
     producer = _producers(model)
+    inits = {i.name for i in model.graph.initializer}
     quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    on_weights = [n for n in quantize if n.input[0] in inits]
     on_matmul_output = [n for n in quantize if (p := producer.get(n.input[0])) is not None and p.op_type == "MatMul"]
     return {
         "QuantizeLinear": len(quantize),
-        "DequantizeLinear": sum(n.op_type == "DequantizeLinear" for n in model.graph.node),
+        "QuantizeLinear_on_weights": len(on_weights),
         "QuantizeLinear_on_MatMul_output": len(on_matmul_output),
-        "int8_MatMul": len(int8_matmuls(model)),
+        "QuantizeLinear_on_other_activations": len(quantize) - len(on_weights) - len(on_matmul_output),
+        "DequantizeLinear": sum(n.op_type == "DequantizeLinear" for n in model.graph.node),
         "MatMul": sum(n.op_type == "MatMul" for n in model.graph.node),
+        "int8_MatMul": len(int8_matmuls(model)),
     }
