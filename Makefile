@@ -78,7 +78,7 @@ capacity: setup ## Replicas needed for RATE sent/s under a p99 SLO (SLO_P99_MS),
 	$(VENV)/bin/ner-capacity --rate $${RATE:-1000} --slo-p99-ms $${SLO_P99_MS:-100}
 
 engine: setup ## GPU host: TensorRT INT8 engine + GPU model repository (model_repository_gpu/) from artifacts/
-	$(VENV)/bin/python -m pip install -q 'tensorrt==10.5.*' 'pycuda>=2024.1'
+	$(VENV)/bin/python -m pip install -q -e '.[gpu]'
 	$(VENV)/bin/ner-engine --artifacts $${ARTIFACTS:-artifacts} --repository $${GPU_REPOSITORY:-model_repository_gpu}
 
 gpu-check: setup ## GPU host: engines' F1, INT8 vs FP16 throughput per bucket (scripts/gpu_check.sh)

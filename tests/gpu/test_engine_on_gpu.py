@@ -1,6 +1,6 @@
-"""TensorRT engines on a real GPU: build from the tiny model's ONNX, run with the pycuda runner, compare
-with ONNX Runtime. Skipped, with the reason, where TensorRT, pycuda or a CUDA device is missing
-(`scripts/gpu_check.sh` is the full acceptance run on the default model)."""
+"""TensorRT engines on a real GPU: build from the tiny model's ONNX, run with the engine runner, compare
+with ONNX Runtime. Skipped, with the reason, where TensorRT, a CUDA binding (cuda-python or pycuda) or a CUDA
+device is missing (`scripts/gpu_check.sh` is the full acceptance run on the default model)."""
 
 from __future__ import annotations
 
@@ -15,19 +15,17 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def gpu() -> None:
     """Skips before the tiny build is made when there is no GPU to use it on."""
-    for module in ("tensorrt", "pycuda.driver"):
-        try:
-            __import__(module)
-        except ImportError:
-            pytest.skip(f"{module} is not installed: GPU tests need an NVIDIA GPU and `pip install '.[gpu]'`")
-    import pycuda.driver as cuda
+    from ner_triton.errors import EngineError
+    from ner_triton.gpu.cuda import load_backend
 
     try:
-        cuda.init()
-        if cuda.Device.count() == 0:
-            pytest.skip("no CUDA device: GPU tests need an NVIDIA GPU")
-    except cuda.Error as exc:
-        pytest.skip(f"CUDA is not usable here ({exc})")
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pytest.skip("tensorrt is not installed: GPU tests need an NVIDIA GPU and `pip install '.[gpu]'`")
+    try:
+        load_backend()
+    except EngineError as exc:
+        pytest.skip(f"CUDA is not usable here: {exc}")
 
 
 @pytest.mark.parametrize(("precision", "agreement"), [("int8", 0.8), ("fp16", 0.95)])

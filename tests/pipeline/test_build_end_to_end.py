@@ -68,9 +68,10 @@ def test_static_int8_is_qdq_with_float_classifier_and_layernorm(built: Path) -> 
     ).stat().st_size
 
 
-def test_tensorrt_int8_form_is_symmetric_with_float_gelu_matmuls(built: Path) -> None:
-    """TensorRT accepts only int8 with zero point 0; the GELU-fed MatMuls and the embedding Gather stay float
-    (FP16, like every float part, so the engine runs INT8 GEMMs and FP16 elsewhere)."""
+def test_tensorrt_int8_form_is_symmetric_with_centred_gelu_inputs(built: Path) -> None:
+    """TensorRT accepts only int8 with zero point 0; the GELU-fed MatMuls are INT8 on a centred input
+    (GELU -> Sub -> Q -> DQ -> MatMul), the embedding Gather stays float (FP16, like every float part, so the
+    engine runs INT8 GEMMs and FP16 elsewhere)."""
     from onnx import numpy_helper
 
     from ner_triton.pipeline.quantize import gelu_output_matmuls
@@ -88,10 +89,12 @@ def test_tensorrt_int8_form_is_symmetric_with_float_gelu_matmuls(built: Path) ->
         assert inits[node.input[1]].dtype.name == "float16", "float parts (and Q/DQ scales) are FP16"
     produced_by = {o: n for n in model.graph.node for o in n.output}
     for node in model.graph.node:
-        if node.name in gelu_fed or node.op_type == "Gather":
+        if node.op_type == "Gather":
             assert all(i not in produced_by or produced_by[i].op_type != "DequantizeLinear" for i in node.input)
-    weight_inputs = [n.input[1] for n in model.graph.node if n.op_type == "MatMul"]
-    assert any(i in produced_by and produced_by[i].op_type == "DequantizeLinear" for i in weight_inputs)
+        if node.name in gelu_fed:
+            activation, weight = (produced_by[i] for i in node.input[:2])
+            assert activation.op_type == weight.op_type == "DequantizeLinear", node.name
+            assert produced_by[produced_by[activation.input[0]].input[0]].op_type == "Sub", node.name
 
 
 def test_gate_names_the_variant_and_the_drop() -> None:

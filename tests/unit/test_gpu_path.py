@@ -179,6 +179,8 @@ def test_fp16_graph_matches_fp32(tiny_build, tmp_path: Path) -> None:  # type: i
     model = onnx.load(str(half))
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
     assert [i.type.tensor_type.elem_type for i in model.graph.output] == [onnx.TensorProto.FLOAT]
+    assert model.ir_version == 9  # opset 19 came with IR 9
+    onnx.checker.check_model(model, full_check=True)  # sorted nodes, IR matching its opset
     rng = np.random.default_rng(0)
     feed = {"input_ids": rng.integers(1000, 5000, (3, 12)), "attention_mask": np.ones((3, 12), np.int64)}
     feed["casing_ids"] = np.zeros((3, 12), np.int64)

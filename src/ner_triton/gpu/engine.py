@@ -27,7 +27,8 @@ import onnx
 
 from ner_triton.cli import Command
 from ner_triton.errors import ConfigError, EngineError, ModelLoadError
-from ner_triton.gpu.manifest import MANIFEST_FILE, PLAN_FILE, EngineManifest, sha256_file
+from ner_triton.gpu.cuda import INSTALL_HINT, load_backend
+from ner_triton.gpu.manifest import MANIFEST_FILE, PLAN_FILE, SERVING_TENSORRT, EngineManifest, release, sha256_file
 from ner_triton.pipeline.gate import check_report
 from ner_triton.repository.install import install_steps, settings_for_model
 from ner_triton.repository.model_configs import layout_settings
@@ -40,11 +41,6 @@ from ner_triton.variants import TRT, Layout
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = (
-    "install the GPU extra on a machine with an NVIDIA GPU and driver: pip install '.[gpu]' "
-    "(or run `docker compose run engine`, whose image has TensorRT)"
-)
-
 
 def import_tensorrt() -> Any:
     try:
@@ -55,18 +51,8 @@ def import_tensorrt() -> Any:
 
 
 def gpu_identity() -> tuple[str, str]:
-    """(name, compute capability "major.minor") of CUDA device 0, through pycuda."""
-    try:
-        import pycuda.driver as cuda
-    except ImportError as exc:
-        raise EngineError(f"pycuda is not installed ({exc}): {INSTALL_HINT}.") from exc
-    try:
-        cuda.init()
-        device = cuda.Device(0)
-    except cuda.Error as exc:
-        raise EngineError(f"no usable CUDA device ({exc}): check `nvidia-smi` and the driver.") from exc
-    major, minor = device.compute_capability()
-    return device.name(), f"{major}.{minor}"
+    """(name, compute capability "major.minor") of CUDA device 0 (through :mod:`ner_triton.gpu.cuda`)."""
+    return load_backend().device()
 
 
 def clamp_id_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -107,6 +93,13 @@ def build_engine(
     if not onnx_path.is_file():
         raise EngineError(f"{onnx_path} is missing; run `make build` first (it writes the ONNX models).")
     gpu_name, capability = gpu_identity()
+    if release(trt.__version__) != release(SERVING_TENSORRT):
+        log.warning(
+            "TensorRT %s builds this engine; the serving image's is %s, and Triton will not load an engine built by "
+            "another release: install the pinned one (pip install '.[gpu]') or build with `docker compose run engine`",
+            trt.__version__,
+            SERVING_TENSORRT,
+        )
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)  # always on in TensorRT 11

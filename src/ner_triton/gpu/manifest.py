@@ -1,7 +1,7 @@
 """What an engine was built from and for, written beside ``model.plan``.
 
-A TensorRT engine only runs on the TensorRT version that built it and on GPUs of the same compute
-capability. The manifest records both (plus the ONNX file's sha256, the precision and the
+A TensorRT engine only runs on the TensorRT release (major.minor.patch) that built it and on GPUs of the
+same compute capability. The manifest records both (plus the ONNX file's sha256, the precision and the
 optimization profiles), and :func:`check_compatible` refuses a mismatched engine with a message
 that says how to rebuild, instead of TensorRT's deserialization error.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 MANIFEST_FILE = "engine.json"
 PLAN_FILE = PLAN_MODEL_FILE  # the name the tensorrt backend loads (variants.TRT.served_file)
 PRECISIONS = ("int8", "fp16")
+# The TensorRT of the serving image, nvcr.io/nvidia/tritonserver:24.10-py3 (deploy/docker, TRITON_TAG): the
+# `gpu` extra pins exactly this release (pyproject.toml). Not 24.10-trtllm-python-py3: it ships TensorRT 10.4.
+SERVING_TENSORRT = "10.5.0"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -73,6 +77,16 @@ class EngineManifest:
             ) from exc
 
 
+def release(version: str) -> tuple[int, int, int]:
+    """major.minor.patch of a TensorRT version string: ``10.5.0``, ``10.5.0.18`` (an NGC image's build number)
+    and ``10.5.0.post1`` (a re-packaged wheel) are the same release, whose engines are interchangeable."""
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version.strip())
+    if match is None:
+        raise EngineError(f"{version!r} is not a TensorRT version (expected major.minor.patch, e.g. 10.5.0).")
+    major, minor, patch = match.groups()
+    return int(major), int(minor), int(patch or 0)
+
+
 def check_compatible(
     manifest: EngineManifest, tensorrt_version: str, gpu_name: str, compute_capability: str, source: str = "engine"
 ) -> None:
@@ -82,7 +96,7 @@ def check_compatible(
     the engine's kernels were timed on the other GPU.
     """
     problems = []
-    if manifest.tensorrt_version != tensorrt_version:
+    if release(manifest.tensorrt_version) != release(tensorrt_version):
         problems.append(f"TensorRT {manifest.tensorrt_version} built it, this is TensorRT {tensorrt_version}")
     if manifest.compute_capability != compute_capability:
         problems.append(
