@@ -32,6 +32,7 @@ REQUIREMENTS = [
     "tritonclient[grpc]>=2.50,<3",
     "locust>=2.29,<3",
     "prometheus-client>=0.20,<1",
+    "cuda-python>=12.3,<13",  # the engine image's CUDA binding (gpu/cuda.py); pycuda below is the fallback
     # dependencies of the two source-only packages, so that they are pinned per Python too
     "scikit-learn>=1.3",
     "pytools>=2024.1.5",
