@@ -158,6 +158,15 @@ def input_channel_max(
     return {name: np.maximum(-lo, hi) for name, (lo, hi) in ranges.items()}
 
 
+def matmuls_by_input(model: onnx.ModelProto, names: set[str]) -> dict[str, list[onnx.NodeProto]]:
+    """The MatMul nodes named in ``names``, grouped by the input they read (q/k/v share one)."""
+    groups: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        if node.name in names:
+            groups.setdefault(node.input[0], []).append(node)
+    return groups
+
+
 def smooth_quant(
     fp32_path: Path, reader: PaddedCalibrationReader, matmuls: Sequence[str], alpha: float, output: Path
 ) -> Path:
@@ -172,10 +181,7 @@ def smooth_quant(
 
     model = onnx.load(str(fp32_path))
     wanted = set(matmuls)
-    groups: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        if node.name in wanted:
-            groups.setdefault(node.input[0], []).append(node)
+    groups = matmuls_by_input(model, wanted)
     amax = input_channel_max(fp32_path, reader, sorted(groups))
     inits = {i.name: i for i in model.graph.initializer}
     position = {id(n): k for k, n in enumerate(model.graph.node)}
@@ -236,10 +242,7 @@ def center_inputs(
 
     model = onnx.load(str(fp32_path))
     wanted = set(matmuls)
-    groups: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        if node.name in wanted:
-            groups.setdefault(node.input[0], []).append(node)
+    groups = matmuls_by_input(model, wanted)
     ranges = input_channel_range(fp32_path, reader, sorted(groups))
     inits = {i.name: i for i in model.graph.initializer}
     consumers: dict[str, list[onnx.NodeProto]] = {}
