@@ -65,8 +65,8 @@ class FusedNer:
         for r, raw in enumerate(requests):
             try:
                 flat = raw.reshape(-1) if raw.dtype == np.object_ else raw
-                decode_texts(flat, self.limits)  # the request's own checks (count, size, UTF-8, controls)
-                texts += [_Text(r, flat[i : i + 1], self.pre(flat[i : i + 1])) for i in range(len(flat))]
+                decoded = decode_texts(flat, self.limits)  # the request's checks: count, size, UTF-8, controls
+                texts += [_Text(r, flat[i : i + 1], self.pre.encode([t])) for i, t in enumerate(decoded)]
             except InvalidInputError as exc:
                 out[r] = exc
                 texts = [t for t in texts if t.request != r]

@@ -79,7 +79,10 @@ class Preprocessor:
         self.limits = limits
 
     def __call__(self, raw: np.ndarray) -> dict[str, np.ndarray]:
-        texts = decode_texts(raw, self.limits)
+        return self.encode(decode_texts(raw, self.limits))
+
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Windows of already validated texts (:func:`decode_texts`)."""
         windows, index = [], []
         for i, text in enumerate(texts):
             for w in encode_windows(self.tokenizer, text, self.limits.max_length, self.limits.stride):
