@@ -95,9 +95,9 @@ def copy_tokenizer(model_dir: Path, tok_dir: Path) -> None:
         raise ModelLoadError(f"{model_dir}: no tokenizer.json (a fast tokenizer is required); run `make build`.")
 
 
-def install_fused(settings: RepositorySettings, artifacts: Path, version_dir: Path) -> None:
+def install_fused(settings: RepositorySettings, artifacts: Path, version_dir: Path, record: dict[str, object]) -> None:
     """The fused ``ner`` model's version directory: the served variant's ONNX file, tokenizer, labels and
-    ``served.json`` (the build's choice and figures)."""
+    ``served.json`` (``record``: the build's choice and figures, from :func:`served_record`)."""
     model_dir = artifacts / MODEL_DIR
     src = artifacts / ONNX_DIR / settings.served.onnx_file
     if not src.is_file():
@@ -105,7 +105,6 @@ def install_fused(settings: RepositorySettings, artifacts: Path, version_dir: Pa
     version_dir.mkdir(parents=True, exist_ok=True)
     copy_tokenizer(model_dir, version_dir / TOKENIZER_DIR)
     shutil.copy2(model_dir / LABELS_FILE, version_dir / LABELS_FILE)
-    record = served_record(artifacts)
     (version_dir / SERVED_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     shutil.copy2(src, version_dir / ONNX_MODEL_FILE)
 
@@ -117,7 +116,7 @@ def install_artifacts(
     (and the fused ``ner`` model on the python layout). The build's gate is checked first (:func:`served_record`).
 
     Variants served from an engine (``platform: tensorrt_plan``) are installed by their builder."""
-    served_record(artifacts)
+    record = served_record(artifacts)
     install_steps(artifacts, repository)
     for variant in (v for v in settings.variants if not v.from_engine):
         src = artifacts / ONNX_DIR / variant.onnx_file
@@ -127,6 +126,6 @@ def install_artifacts(
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
     if fused_front(layout):
-        install_fused(settings, artifacts, repository / ENSEMBLE / "1")
+        install_fused(settings, artifacts, repository / ENSEMBLE / "1", record)
     log.info("model repository ready: %s (ner serves %s)", repository, settings.served.key)
     return repository

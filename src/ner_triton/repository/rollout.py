@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ner_triton.cli import Command
 from ner_triton.errors import ModelLoadError
-from ner_triton.repository.install import install_artifacts, install_fused, served_settings
+from ner_triton.repository.install import install_artifacts, install_fused, served_record, served_settings
 from ner_triton.repository.model_configs import RepositorySettings
 from ner_triton.repository.render import configs_match, model_py, write_configs
 from ner_triton.schema import ENSEMBLE, LABELS_FILE, MODEL_DIR, ONNX_DIR, POSTPROCESS, PREPROCESS, TOKENIZER_DIR
@@ -73,12 +73,13 @@ def install_new_version(settings: RepositorySettings, artifacts: Path, repositor
     if (fused / "1" / "model.py").is_file():  # the python layout's one-step ``ner`` (an ensemble has no model.py)
         steps.append(fused)
     version = 1 + max((max(versions(d), default=0) for d in steps), default=0)
+    record = served_record(artifacts) if fused in steps else {}
     for step in steps:
         staging = step / f".staging-{version}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         if step == fused:
-            install_fused(settings, artifacts, staging)
+            install_fused(settings, artifacts, staging, record)
         else:
             variant = next(v for v in settings.variants if v.triton_name == step.name)
             src = onnx_dir / variant.onnx_file
