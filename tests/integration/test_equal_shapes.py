@@ -17,15 +17,12 @@ send one sentence per request:
 from __future__ import annotations
 
 import random
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from ner_triton.bench.peers import phase_ms
-from ner_triton.bench.served_eval import model_counts
-from ner_triton.client import NerClient
+from ner_triton.bench.peers import run_grpc
 from ner_triton.repository.install import install_artifacts, served_settings
 from ner_triton.repository.model_configs import layout_settings, parse_pbtxt
 from ner_triton.repository.render import write_configs
@@ -73,20 +70,10 @@ def test_the_equal_shape_configs_are_the_c_backends_rules(equal_shape_server) ->
 
 
 def _avg_batch(server: ServerSettings, model: str, bert: str, texts: list[str]) -> dict[str, float]:
-    import threading
-
-    local = threading.local()
-
-    def one(text: str) -> None:
-        if not hasattr(local, "client"):
-            local.client = NerClient(server.grpc_url, model)
-        local.client.extract([text])
-
-    with NerClient(server.grpc_url, model) as admin, ThreadPoolExecutor(16) as pool:
-        before = model_counts(admin, bert)
-        list(pool.map(one, texts))
-        after = model_counts(admin, bert)
-    return phase_ms(before, after)
+    """The BERT step's batching while 16 clients send ``texts`` one per request (the bench's gRPC runner)."""
+    run = run_grpc(server.grpc_url, model, bert, texts, concurrency=16)
+    assert run.triton is not None
+    return run.triton["models"][bert]  # type: ignore[no-any-return]
 
 
 def test_one_bucket_batches_and_mixed_lengths_batch_less(  # type: ignore[no-untyped-def]

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ner_triton.alignment import encode_texts, load_tokenizer, pad_batch
-from ner_triton.bench.served_eval import model_counts
+from ner_triton.bench.served_eval import model_counts, phase_ms
 from ner_triton.client import NerClient
 from ner_triton.decoding import decode_entities
 from ner_triton.labels import LabelMap
@@ -192,17 +192,6 @@ class HfPipeline:
 
     def __call__(self, texts: list[str]) -> object:
         return self.pipe(texts, batch_size=self.batch_size)
-
-
-def phase_ms(before: tuple[int, int, dict[str, int]], after: tuple[int, int, dict[str, int]]) -> dict[str, Any]:
-    """One model's batching and per-request time in each phase (Triton adds a batch's compute time to each of
-    its requests: compute per request = per batch) between two :func:`model_counts` snapshots."""
-    (inf0, exe0, ph0), (inf1, exe1, ph1) = before, after
-    requests, executions = max(inf1 - inf0, 1), max(exe1 - exe0, 1)
-    out: dict[str, Any] = {"inferences": inf1 - inf0, "avg_batch_size": round((inf1 - inf0) / executions, 2)}
-    for k in ("queue", "compute_input", "compute_infer", "compute_output"):
-        out[f"{k}_ms"] = round((ph1.get(k, 0) - ph0.get(k, 0)) / requests / 1e6, 3)
-    return out
 
 
 def run_grpc(

@@ -36,6 +36,9 @@ from ner_triton.settings import data_source
 log = logging.getLogger(__name__)
 
 
+PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
 def model_counts(client: NerClient, model: str) -> tuple[int, int, dict[str, int]]:
     """``(inference_count, execution_count, cumulative ns per phase)`` of one model from Triton's statistics."""
     stats = client.statistics(model)["model_stats"]
@@ -46,6 +49,21 @@ def model_counts(client: NerClient, model: str) -> tuple[int, int, dict[str, int
         for phase, value in s.get("inference_stats", {}).items():
             phases[phase] = phases.get(phase, 0) + int(value.get("ns", 0))
     return inference, execution, phases
+
+
+def phase_ms(before: tuple[int, int, dict[str, int]], after: tuple[int, int, dict[str, int]]) -> dict[str, Any]:
+    """One model's batching and per-request time in each phase (Triton adds a batch's compute time to each of
+    its requests: compute per request = per batch) between two :func:`model_counts` snapshots."""
+    (inf0, exe0, ph0), (inf1, exe1, ph1) = before, after
+    requests, executions = max(inf1 - inf0, 1), max(exe1 - exe0, 1)
+    out: dict[str, Any] = {
+        "inferences": inf1 - inf0,
+        "executions": exe1 - exe0,
+        "avg_batch_size": round((inf1 - inf0) / executions, 2),
+    }
+    for k in PHASES:
+        out[f"{k}_ms"] = round((ph1.get(k, 0) - ph0.get(k, 0)) / requests / 1e6, 3)
+    return out
 
 
 def evaluate_served(
@@ -75,19 +93,13 @@ def evaluate_served(
 
     bert = stats_model_of(model)  # the BERT step (or the one-step ``ner`` itself): its batches
     with NerClient(url, model, timeout_s) as admin:
-        inf0, exe0, ph0 = model_counts(admin, bert)
+        before = model_counts(admin, bert)
         t0 = time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
             pred = list(tqdm(pool.map(one, sentences), total=len(sentences), desc=f"served {model}", unit="sent"))
         seconds = time.perf_counter() - t0
-        inf1, exe1, ph1 = model_counts(admin, bert)
+        batching = phase_ms(before, model_counts(admin, bert))
     result = score_tags([s.tags for s in sentences], pred)
-    executions, requests = max(exe1 - exe0, 1), max(inf1 - inf0, 1)
-    # Triton adds a batch's times to every request in it: per request = what each request waited / ran.
-    per_request_ms = {
-        k: round((ph1.get(k, 0) - ph0.get(k, 0)) / requests / 1e6, 3)
-        for k in ("queue", "compute_input", "compute_infer", "compute_output")
-    }
     ms = np.array(latencies) * 1000.0
     return {
         "model": model,
@@ -98,10 +110,11 @@ def evaluate_served(
         "seconds": round(seconds, 2),
         "sentences_per_s": round(len(sentences) / seconds, 1),
         "latency_ms": {f"p{q}": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)},
-        "bert_inferences": inf1 - inf0,
-        "bert_executions": exe1 - exe0,
-        "bert_avg_batch_size": round((inf1 - inf0) / executions, 2),
-        "bert_ms_per_request": per_request_ms,
+        "bert_inferences": batching["inferences"],
+        "bert_executions": batching["executions"],
+        "bert_avg_batch_size": batching["avg_batch_size"],
+        # Triton adds a batch's times to every request in it: per request = what each request waited / ran.
+        "bert_ms_per_request": {k: batching[f"{k}_ms"] for k in PHASES},
     }
 
 
