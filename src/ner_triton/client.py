@@ -287,7 +287,8 @@ def text_rank(metadata: dict[str, Any]) -> int:
     return 1
 
 
-def _inputs(module: Any, texts: Sequence[str], rank: int = 1) -> list[Any]:
+def text_inputs(module: Any, texts: Sequence[str], rank: int = 1) -> list[Any]:
+    """The TEXT input of one request, in the rank the model wants (:func:`text_rank`)."""
     shape = [len(texts)] + [1] * (rank - 1)
     data = np.array([t.encode("utf-8") for t in texts], dtype=np.object_).reshape(shape)
     tensor = module.InferInput(TEXT, shape, "BYTES")
@@ -400,7 +401,7 @@ class NerClient(_Base):
                     self._rank = text_rank(meta)
                 return self._client.infer(
                     self.model,
-                    _inputs(self._mod, part, self._rank),
+                    text_inputs(self._mod, part, self._rank),
                     outputs=[self._mod.InferRequestedOutput(ENTITIES)],
                     client_timeout=self._remaining(deadline),
                     headers=self.headers or None,
@@ -506,7 +507,7 @@ class AsyncNerClient(_Base):
                     self._rank = text_rank(meta)
                 return await self._client.infer(
                     self.model,
-                    _inputs(self._aio, part, self._rank),
+                    text_inputs(self._aio, part, self._rank),
                     outputs=[self._aio.InferRequestedOutput(ENTITIES)],
                     client_timeout=self._remaining(deadline),
                     headers=self.headers or None,

@@ -19,14 +19,13 @@ grpc_gevent.init_gevent()
 
 import gevent  # noqa: E402
 import grpc  # noqa: E402
-import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 
-from ner_triton.client import channel_args, channel_connected, status_code, text_rank, translate_error  # noqa: E402
+from ner_triton.client import channel_args, channel_connected, status_code, text_inputs, text_rank, translate_error  # noqa: E402
 from ner_triton.loadtest import metrics  # noqa: E402
 from ner_triton.loadtest.slo import Slo, check  # noqa: E402
 from ner_triton.loadtest.texts import TextPool  # noqa: E402
-from ner_triton.schema import ENSEMBLE, ENTITIES, TEXT  # noqa: E402
+from ner_triton.schema import ENSEMBLE, ENTITIES  # noqa: E402
 from ner_triton.settings import default_data  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -126,11 +125,8 @@ class NerGrpcUser(User):
         try:
             if self.rank is None:
                 self.rank = text_rank(self.client.get_model_metadata(self.model, as_json=True))
-            shape = [1] * self.rank
-            data = np.array([text.encode("utf-8")], dtype=np.object_).reshape(shape)
-            tensor = grpcclient.InferInput(TEXT, shape, "BYTES")
-            tensor.set_data_from_numpy(data)
-            result = self.client.infer(self.model, [tensor], client_timeout=self.timeout_s)
+            inputs = text_inputs(grpcclient, [text], self.rank)
+            result = self.client.infer(self.model, inputs, client_timeout=self.timeout_s)
             size = sum(len(x) for x in result.as_numpy(ENTITIES).reshape(-1))
         except grpcclient.InferenceServerException as exc:
             # a message that names the fix; UNAVAILABLE is "shed" when the channel is up, "no server" when not
