@@ -8,7 +8,10 @@ Ensembles take TEXT ``[n]``; the local server's one-step ``ner`` batches request
             print([(e.entity, e.word) for e in entities])
 
 :class:`NerClient` is synchronous, :class:`AsyncNerClient` is the asyncio twin (it sends the chunks of a long
-list concurrently). Many texts go in one request (up to ``max_texts_per_request``; longer lists are split).
+list concurrently). Many texts go in one request, split by the server's budgets: at most
+``max_texts_per_request`` texts and ``max_bytes_per_request`` bytes per request (a longer text goes alone), and a
+request the server finds over budget (too many windows or sub-tokens, INVALID_ARGUMENT "over budget") is split
+in two and sent again, down to single texts.
 
 * ``timeout_s`` is the deadline of one ``extract()`` call: every chunk and every retry of it shares it, so a
   call returns or raises within ``timeout_s`` (plus the moment it takes to notice).
@@ -21,8 +24,10 @@ list concurrently). Many texts go in one request (up to ``max_texts_per_request`
 Every failure is a :class:`~ner_triton.errors.ClientError`, chosen by the call's gRPC status code
 (:data:`STATUS_ERRORS`): :class:`ServiceUnavailableError` (no server answers), :class:`DeadlineExceededError`,
 :class:`OverloadedError` (the server answered but shed the request: retry), :class:`AccessDeniedError`
-(credentials refused) or :class:`RequestRejectedError` (the server's reason). ``UNAVAILABLE`` means either
-"nothing answers" or "the server shed the request"; the channel's connectivity tells which.
+(credentials refused), :class:`InputRejectedError` (INVALID_ARGUMENT: the input is bad - it is also an
+:class:`~ner_triton.errors.InvalidInputError`) or :class:`RequestRejectedError` (the server's reason).
+``UNAVAILABLE`` means either "nothing answers" or "the server shed the request"; the channel's connectivity
+tells which.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from ner_triton.errors import (
     ClientError,
     ConfigError,
     DeadlineExceededError,
+    InputRejectedError,
     InvalidInputError,
     OverloadedError,
     RequestRejectedError,
@@ -54,6 +60,9 @@ from ner_triton.errors import (
 from ner_triton.schema import ENSEMBLE, ENTITIES, TEXT
 
 DEFAULT_URL = "127.0.0.1:8001"
+# Requests of ordinary text up to this size stay under the server's bulk_tokens (2048 sub-tokens by default,
+# ~4-5 bytes each in English), so they never wait for the bulk lane (runtime.limits).
+DEFAULT_MAX_BYTES = 8192
 T = TypeVar("T")
 
 
@@ -176,7 +185,7 @@ STATUS_ERRORS: dict[grpc.StatusCode, tuple[type[ClientError], str]] = {
     ),
     grpc.StatusCode.RESOURCE_EXHAUSTED: (OverloadedError, "retry with backoff (RetryPolicy) or add capacity"),
     grpc.StatusCode.NOT_FOUND: (RequestRejectedError, "check the model name"),
-    grpc.StatusCode.INVALID_ARGUMENT: (RequestRejectedError, "fix the named input"),
+    grpc.StatusCode.INVALID_ARGUMENT: (InputRejectedError, "fix the named input"),
     grpc.StatusCode.FAILED_PRECONDITION: (RequestRejectedError, "fix the named input"),
     grpc.StatusCode.OUT_OF_RANGE: (RequestRejectedError, "fix the named input"),
     grpc.StatusCode.UNAUTHENTICATED: (
@@ -265,8 +274,29 @@ NO_RETRY = RetryPolicy(retries=0)
 # ------------------------------------------------------------------------------------------- requests
 
 
-def _chunks(texts: Sequence[str], size: int) -> list[Sequence[str]]:
-    return [texts[i : i + size] for i in range(0, len(texts), size)]
+OVER_BUDGET = "over budget"  # how the server's steps start the message of a request that costs too much
+
+
+def _chunks(texts: Sequence[str], max_texts: int, max_bytes: int) -> list[Sequence[str]]:
+    """Consecutive runs of at most ``max_texts`` texts and ``max_bytes`` UTF-8 bytes (a longer text alone)."""
+    out: list[Sequence[str]] = []
+    start, size = 0, 0
+    for i, text in enumerate(texts):
+        n = len(text.encode("utf-8"))
+        if i > start and (i - start >= max_texts or size + n > max_bytes):
+            out.append(texts[start:i])
+            start, size = i, 0
+        size += n
+    if start < len(texts):
+        out.append(texts[start:])
+    return out
+
+
+def _halves(part: Sequence[str], exc: Exception) -> tuple[Sequence[str], Sequence[str]] | None:
+    """The two halves to send instead of ``part`` when the server found it over budget (None: not that case)."""
+    if isinstance(exc, InputRejectedError) and OVER_BUDGET in str(exc) and len(part) > 1:
+        return part[: len(part) // 2], part[len(part) // 2 :]
+    return None
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -304,11 +334,13 @@ def _parse(result: Any, n: int) -> list[list[Entity]]:
     return [[Entity(**e) for e in json.loads(item)] for item in raw]
 
 
-def _check_settings(timeout_s: float | None, max_texts_per_request: int) -> None:
+def _check_settings(timeout_s: float | None, max_texts_per_request: int, max_bytes_per_request: int) -> None:
     if timeout_s is not None and not timeout_s > 0:
         raise ConfigError(f"timeout_s={timeout_s} must be > 0 (or None for no deadline).")
     if max_texts_per_request < 1:
         raise ConfigError(f"max_texts_per_request={max_texts_per_request} must be >= 1.")
+    if max_bytes_per_request < 1:
+        raise ConfigError(f"max_bytes_per_request={max_bytes_per_request} must be >= 1.")
 
 
 class _Base:
@@ -323,8 +355,10 @@ class _Base:
         retry: RetryPolicy,
         tls: Tls | None,
         headers: Mapping[str, str] | None,
+        max_bytes_per_request: int,
     ) -> None:
-        _check_settings(timeout_s, max_texts_per_request)
+        _check_settings(timeout_s, max_texts_per_request, max_bytes_per_request)
+        self.max_bytes_per_request = max_bytes_per_request
         self.url, self.model, self.timeout_s = url, model, timeout_s
         self.max_texts_per_request, self.retry, self.tls = max_texts_per_request, retry, tls
         self.headers = check_headers(headers)
@@ -362,10 +396,11 @@ class NerClient(_Base):
         *,
         tls: Tls | None = None,
         headers: Mapping[str, str] | None = None,
+        max_bytes_per_request: int = DEFAULT_MAX_BYTES,
     ) -> None:
         import tritonclient.grpc as grpcclient
 
-        super().__init__(url, model, timeout_s, max_texts_per_request, retry, tls, headers)
+        super().__init__(url, model, timeout_s, max_texts_per_request, retry, tls, headers, max_bytes_per_request)
         self._mod = grpcclient
         self._client = grpcclient.InferenceServerClient(**self._client_kwargs())
         self._rank: int | None = None  # TEXT rank of the model: 1 (ensembles) or 2 (the batching one-step ner)
@@ -383,9 +418,18 @@ class NerClient(_Base):
         checked = _check_texts(texts)
         deadline = Deadline.after(self.timeout_s)
         out: list[list[Entity]] = []
-        for part in _chunks(checked, self.max_texts_per_request):
-            out.extend(_parse(self._infer(part, deadline), len(part)))
+        for part in _chunks(checked, self.max_texts_per_request, self.max_bytes_per_request):
+            out.extend(self._extract_part(part, deadline))
         return out
+
+    def _extract_part(self, part: Sequence[str], deadline: Deadline) -> list[list[Entity]]:
+        try:
+            return _parse(self._infer(part, deadline), len(part))
+        except InputRejectedError as exc:
+            halves = _halves(part, exc)
+            if halves is None:
+                raise
+            return [e for half in halves for e in self._extract_part(half, deadline)]
 
     def _connected(self) -> bool | None:
         return channel_connected(self._client)
@@ -455,11 +499,12 @@ class AsyncNerClient(_Base):
         tls: Tls | None = None,
         headers: Mapping[str, str] | None = None,
         max_concurrent_requests: int = 8,
+        max_bytes_per_request: int = DEFAULT_MAX_BYTES,
     ) -> None:
         import tritonclient.grpc as grpcclient
         import tritonclient.grpc.aio as aioclient
 
-        super().__init__(url, model, timeout_s, max_texts_per_request, retry, tls, headers)
+        super().__init__(url, model, timeout_s, max_texts_per_request, retry, tls, headers, max_bytes_per_request)
         if max_concurrent_requests < 1:
             raise ConfigError(f"max_concurrent_requests={max_concurrent_requests} must be >= 1.")
         self.max_concurrent_requests = max_concurrent_requests
@@ -484,10 +529,17 @@ class AsyncNerClient(_Base):
         limit = asyncio.Semaphore(self.max_concurrent_requests)
 
         async def one(part: Sequence[str]) -> list[list[Entity]]:
-            async with limit:
-                return _parse(await self._infer(part, deadline), len(part))
+            try:
+                async with limit:
+                    return _parse(await self._infer(part, deadline), len(part))
+            except InputRejectedError as exc:
+                halves = _halves(part, exc)
+                if halves is None:
+                    raise
+                return [e for half in await _gather_or_cancel([one(h) for h in halves]) for e in half]
 
-        parts = await _gather_or_cancel([one(p) for p in _chunks(checked, self.max_texts_per_request)])
+        chunks = _chunks(checked, self.max_texts_per_request, self.max_bytes_per_request)
+        parts = await _gather_or_cancel([one(p) for p in chunks])
         return [entities for part in parts for entities in part]
 
     def _connected(self) -> bool | None:

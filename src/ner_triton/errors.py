@@ -8,12 +8,18 @@
     +-- QualityGateError        a quantized variant lost more accuracy than allowed
     +-- EngineError             a TensorRT engine cannot be built, or was built for another TensorRT/GPU
     +-- InvalidInputError       a request to the service is malformed (empty text, bad UTF-8, ...)
+    |   +-- BudgetExceededError a well-formed request costs more than one request may (bytes, windows,
+    |                           tokens): split it (NerClient does)
+    +-- CapacityError           the server refuses a costly request for now (the bulk capacity or the
+    |                           dynamic batch's budget is taken): retry
     +-- ServerError             the local tritonserver cannot start (port taken, empty repository,
     |                           a model failed to load: Triton's reason is included)
     +-- ClientError             a call to the service failed
         +-- ServiceUnavailableError   no server answers at the address (start it with `make serve`)
         +-- DeadlineExceededError     the server did not answer within the deadline
         +-- RequestRejectedError      the server refused the request (bad input, unknown model)
+            +-- InputRejectedError    the server named the request's input as bad (INVALID_ARGUMENT); it is
+            |                         also an InvalidInputError
             +-- OverloadedError       the server shed the request (queue full or timed out, restarting): retry
             +-- AccessDeniedError     a gateway or Triton refused the credentials (header, token, client cert)
 
@@ -56,6 +62,15 @@ class InvalidInputError(NerTritonError, ValueError):
     """A request to the service is malformed; the message says which text and why."""
 
 
+class BudgetExceededError(InvalidInputError):
+    """A well-formed request costs more than one request may (total bytes, windows or tokens): split it."""
+
+
+class CapacityError(NerTritonError):
+    """The server has no room for this costly request right now (its bulk slots or the batch's token budget
+    are taken); the request was not run and may be retried (the server answers UNAVAILABLE)."""
+
+
 class ServerError(NerTritonError):
     """The local Triton server cannot start or a model failed to load."""
 
@@ -74,6 +89,10 @@ class DeadlineExceededError(ClientError):
 
 class RequestRejectedError(ClientError):
     """The server answered with an error for this request."""
+
+
+class InputRejectedError(RequestRejectedError, InvalidInputError):
+    """The server rejected the request's input (gRPC INVALID_ARGUMENT, HTTP 400): fix or split it."""
 
 
 class OverloadedError(RequestRejectedError):

@@ -15,7 +15,8 @@ import tritonclient.grpc as grpcclient
 from ner_triton.bench.served_eval import evaluate_served, served_report_key
 from ner_triton.client import AsyncNerClient, NerClient
 from ner_triton.data import load_split
-from ner_triton.errors import RequestRejectedError, ServiceUnavailableError
+from ner_triton.errors import InputRejectedError, InvalidInputError, RequestRejectedError, ServiceUnavailableError
+from ner_triton.schema import LOGITS
 from ner_triton.serving.server import ServerSettings
 from support import TinyBuild
 
@@ -126,7 +127,7 @@ TEXT_CASES = {  # TEXT as 1-D; sent as [n] to an ensemble and as [n, 1] to the b
     "whitespace": (np.array([b" \n\t "], dtype=np.object_), "BYTES", "empty or whitespace"),
     "invalid utf-8": (np.array([b"Paris \xff\xfe"], dtype=np.object_), "BYTES", "not valid UTF-8"),
     "control char": (np.array([b"Paris\x00"], dtype=np.object_), "BYTES", "control character"),
-    "over-long text": (np.array([b"a " * 60_000], dtype=np.object_), "BYTES", "the limit is 100000"),
+    "over-long text": (np.array([b"a " * 60_000], dtype=np.object_), "BYTES", "may hold 100000 (max_text_bytes)"),
     "wrong dtype": (np.array([1, 2], dtype=np.int32), "INT32", "data-type"),
 }
 BAD_REQUESTS = {
@@ -154,6 +155,75 @@ def test_bad_requests_fail_alone_while_good_ones_in_flight_succeed(server: Serve
         assert all(len(f.result(timeout=60)) == 1 for f in good)
     with NerClient(server.grpc_url) as client:
         assert client.is_ready()
+
+
+STATUS_CASES = {  # model, input names, data, dtype -> gRPC status and HTTP status
+    "bad input to ner": ("ner", "TEXT", np.array([[b"Paris \xff"]], dtype=np.object_), "BYTES", "INVALID_ARGUMENT",
+                         400),
+    "over budget to ner": ("ner", "TEXT", np.array([[b"word " * 20_000]] * 3, dtype=np.object_), "BYTES",
+                           "INVALID_ARGUMENT", 400),
+    "bad input to a step": ("ner_preprocess", "TEXT", np.array([b""], dtype=np.object_), "BYTES", "INVALID_ARGUMENT",
+                            400),
+    "bad ids to the bert step": ("ner_bert_int8", BERT_INPUTS, np.full((1, 4), -3, np.int64), "INT64",
+                                 "INVALID_ARGUMENT", 400),
+    # logits that do not fit the texts: the postprocess step fails inside - a server fault, not the client's
+    "server fault": ("ner_postprocess", "", None, "", "INTERNAL", 500),
+}  # fmt: skip
+
+
+def _fault_inputs(module: object) -> list[object]:
+    arrays = {
+        "TEXT": (np.array([b"Paris"], dtype=np.object_), "BYTES"),
+        LOGITS: (np.zeros((1, 3, 2), np.float32), "FP32"),
+        "OFFSETS": (np.zeros((1, 5, 2), np.int64), "INT64"),
+        "WORD_IDS": (np.zeros((1, 5), np.int64), "INT64"),
+        "OWNED": (np.ones((1, 5), np.bool_), "BOOL"),
+        "TEXT_INDEX": (np.array([0], np.int64), "INT64"),
+    }
+    tensors = []
+    for name, (data, dtype) in arrays.items():
+        tensors.append(module.InferInput(name, list(data.shape), dtype))  # type: ignore[attr-defined]
+        tensors[-1].set_data_from_numpy(data)
+    return tensors
+
+
+@pytest.mark.parametrize("case", sorted(STATUS_CASES))
+def test_bad_input_is_invalid_argument_and_400_and_a_server_fault_is_internal_and_500(
+    server: ServerSettings, case: str
+) -> None:
+    import tritonclient.http as httpclient
+
+    model, names, data, dtype, grpc_status, http_status = STATUS_CASES[case]
+    for module, url in ((grpcclient, server.grpc_url), (httpclient, server.http_url.removeprefix("http://"))):
+        client = module.InferenceServerClient(url)
+        if data is None:
+            tensors = _fault_inputs(module)
+        else:
+            tensors = []
+            for name in names.split(","):
+                tensors.append(module.InferInput(name, list(data.shape), dtype))
+                tensors[-1].set_data_from_numpy(data)
+        with pytest.raises(module.InferenceServerException) as caught:
+            client.infer(model, tensors)
+        client.close()
+        status = str(caught.value.status())
+        if module is grpcclient:
+            assert status == f"StatusCode.{grpc_status}", (case, status, caught.value.message())
+        else:
+            assert status == str(http_status), (case, status, caught.value.message())
+    with NerClient(server.grpc_url) as client:
+        assert client.is_ready()
+
+
+def test_client_maps_invalid_argument_to_input_rejected_and_splits_over_budget_lists(server: ServerSettings) -> None:
+    long_text = "Maria visited Madrid . " + "the cheese " * 900  # ~1,800 sub-tokens: one text fits the budget
+    with NerClient(server.grpc_url, max_bytes_per_request=10**6) as client:
+        with pytest.raises(InputRejectedError, match=r"not valid UTF-8|control") as caught:
+            client.extract(["Paris\x00"])
+        assert isinstance(caught.value, InvalidInputError)
+        # 8 such texts make one request far over max_tokens: the client halves it until each part fits
+        results = client.extract([long_text] * 8)
+    assert len(results) == 8 and all(r == results[0] for r in results)
 
 
 def test_client_errors_are_clear(server: ServerSettings) -> None:

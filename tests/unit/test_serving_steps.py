@@ -71,7 +71,7 @@ def test_preprocess_outputs_windows_of_every_text(pre: Preprocessor) -> None:
         (_texts("ok", " \t"), "text 1 is empty"),
         (_texts(b"\xff"), "not valid UTF-8"),
         (_texts("a\x07b"), "control character U+0007"),
-        (_texts("a" * 101), "the limit is 100"),
+        (_texts("a" * 101), "may hold 100 (max_text_bytes)"),
         (np.array([], dtype=np.object_), "send at least one text"),
         (np.array([[b"a"]], dtype=np.object_), "shape [n]"),
         (np.array([1, 2]), "BYTES"),

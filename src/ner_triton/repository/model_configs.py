@@ -193,6 +193,7 @@ def bert_config(s: RepositorySettings, variant: Variant, layout: Layout = Layout
             {
                 "onnx_file": variant.served_file,
                 "threads": b.threads,
+                "max_run_tokens": s.limits.max_run_tokens,
                 "max_padding": b.max_padding,
                 "spinning": int(b.spinning),
             },

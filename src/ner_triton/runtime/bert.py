@@ -13,19 +13,36 @@ import numpy as np
 
 from ner_triton.errors import InvalidInputError
 from ner_triton.runtime.graph import lookup_table_rows
-from ner_triton.runtime.session import onnx_session
+from ner_triton.runtime.session import onnx_session, shrink_options, trim_heap
 from ner_triton.schema import ATTENTION_MASK, LOGITS
 
 
 class BertRunner:
     """ONNX Runtime over the requests of one dynamic batch: grouped by length (:func:`length_groups`),
-    each group padded to its longest and run once, logits split back per request."""
+    each group padded to its longest and run in slices of at most ``max_run_tokens`` padded positions (which
+    bounds the activations' memory), logits split back per request.
 
-    def __init__(self, onnx_path: Path, threads: int, max_padding: float = 0.25, spinning: bool = True) -> None:
+    ``shrink_above``: after a run of more padded positions than this, ONNX Runtime's CPU arena gives back
+    what the run grew it by (``memory.enable_memory_arena_shrinkage``) and the C heap is trimmed, so one
+    large batch does not keep its peak memory for the life of the stub; smaller runs keep the arena warm.
+    """
+
+    def __init__(
+        self,
+        onnx_path: Path,
+        threads: int,
+        max_padding: float = 0.25,
+        spinning: bool = True,
+        max_run_tokens: int = 8192,
+        shrink_above: int = 2048,
+    ) -> None:
         self.session = onnx_session(onnx_path, threads, spinning)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.table_rows = lookup_table_rows(onnx_path, self.input_names)
         self.max_padding = max_padding
+        self.max_run_tokens = max_run_tokens
+        self.shrink_above = shrink_above
+        self._shrink = shrink_options()
 
     def validate(self, feed: dict[str, np.ndarray]) -> None:
         shapes = {n: feed[n].shape for n in self.input_names}
@@ -54,13 +71,26 @@ class BertRunner:
                 n: np.concatenate([np.pad(feeds[i][n], ((0, 0), (0, length - feeds[i][n].shape[1]))) for i in group])
                 for n in self.input_names
             }
-            logits = self.session.run([LOGITS], batch)[0]
+            logits = self._run(batch, length)
             row = 0
             for i in group:
                 rows, k = feeds[i][self.input_names[0]].shape
                 out[i] = np.ascontiguousarray(logits[row : row + rows, :k])
                 row += rows
         return out
+
+    def _run(self, batch: dict[str, np.ndarray], length: int) -> np.ndarray:
+        """Logits of ``batch`` (rows of ``length``), in slices of at most ``max_run_tokens`` positions."""
+        step = max(1, self.max_run_tokens // max(length, 1))
+        rows = batch[self.input_names[0]].shape[0]
+        parts = []
+        for a in range(0, rows, step):
+            part = {n: v[a : a + step] for n, v in batch.items()}
+            big = part[self.input_names[0]].size > self.shrink_above
+            parts.append(self.session.run([LOGITS], part, self._shrink if big else None)[0])
+            if big:
+                trim_heap()
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def length_groups(shapes: Sequence[tuple[int, ...]], max_padding: float) -> list[list[int]]:

@@ -8,36 +8,60 @@ python model with dynamic batching: the windows of every text of every request i
 length and run together, then decoded per text. The local CPU server serves it as ``ner``; the three-step
 ensembles (``ner_<variant>``) stay for the layouts whose BERT step is a C++ backend (NGC, TensorRT).
 
+Budgets (:mod:`ner_triton.runtime.limits`): each request is checked as a whole (bytes, windows, sub-tokens);
+the requests of a batch are admitted cheapest first within ``max_batch_tokens``; a request above
+``bulk_tokens`` runs only while it holds a host-wide bulk slot (:mod:`ner_triton.runtime.slots`). Results go
+out as soon as they are ready (``send``), cheap requests first, so a short request never waits for a large one
+of the same batch.
+
 A version directory of this model holds ``model.onnx`` (the build's chosen CPU variant), ``tokenizer/``,
 ``labels.json`` and ``served.json`` (which variant it is and why; :mod:`ner_triton.repository.install`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ner_triton.errors import InvalidInputError
+from ner_triton.errors import CapacityError, InvalidInputError
 from ner_triton.labels import LabelMap
 from ner_triton.runtime.bert import BertRunner
 from ner_triton.runtime.limits import Limits
+from ner_triton.runtime.slots import Slots
 from ner_triton.runtime.steps import Postprocessor, Preprocessor, decode_texts
-from ner_triton.schema import LABELS_FILE, LOGITS, OFFSETS, ONNX_MODEL_FILE, OWNED, TEXT_INDEX, TOKENIZER_DIR, WORD_IDS
+from ner_triton.schema import (
+    ATTENTION_MASK,
+    LABELS_FILE,
+    LOGITS,
+    OFFSETS,
+    ONNX_MODEL_FILE,
+    OWNED,
+    TEXT_INDEX,
+    TOKENIZER_DIR,
+    WORD_IDS,
+)
 
 POST_TENSORS = (OFFSETS, WORD_IDS, OWNED)
 WARMUP_TEXT = "Warm-up sentence from Paris ."
+Result = np.ndarray | InvalidInputError | CapacityError
+Send = Callable[[int, Result], None]
 
 
 @dataclass
-class _Text:
-    """One text of a request on its way through the steps."""
+class _Request:
+    """One request on its way through the steps: its texts' tensors and what it costs."""
 
-    request: int
-    raw: np.ndarray  # [1] bytes
-    tensors: dict[str, np.ndarray]
+    index: int
+    shape: tuple[int, ...]  # the TEXT tensor's shape, which ENTITIES repeats
+    raw: np.ndarray  # [n] bytes
+    texts: list[dict[str, np.ndarray]]
+
+    @property
+    def tokens(self) -> int:
+        return sum(int(t[ATTENTION_MASK].sum()) for t in self.texts)
 
 
 class FusedNer:
@@ -50,31 +74,84 @@ class FusedNer:
         threads: int,
         max_padding: float = 0.25,
         spinning: bool = True,
+        slots: Slots | None = None,
     ) -> None:
         self.limits = limits
         self.pre = Preprocessor(version_dir / TOKENIZER_DIR, limits)
-        self.bert = BertRunner(version_dir / ONNX_MODEL_FILE, threads, max_padding, spinning)
+        self.bert = BertRunner(version_dir / ONNX_MODEL_FILE, threads, max_padding, spinning, limits.max_run_tokens)
         self.post = Postprocessor(LabelMap.load(version_dir / LABELS_FILE))
+        self.slots = slots or Slots(str(version_dir.resolve()), limits.bulk_slots)
         self([np.array([WARMUP_TEXT.encode()], dtype=np.object_)])  # first-run allocations before traffic
 
-    def __call__(self, requests: Sequence[np.ndarray]) -> list[np.ndarray | InvalidInputError]:
-        """``requests[i]`` is a TEXT tensor (``[n]`` or ``[n, 1]`` bytes); returns ENTITIES of the same shape
-        (one JSON array per text) or the :class:`InvalidInputError` that request gets."""
-        out: list[np.ndarray | InvalidInputError] = [InvalidInputError("not run")] * len(requests)
-        texts: list[_Text] = []
+    def __call__(self, requests: Sequence[np.ndarray], send: Send | None = None) -> list[Result]:
+        """``requests[i]`` is a TEXT tensor (``[n]`` or ``[n, 1]`` bytes); its result is ENTITIES of the same
+        shape (one JSON array per text), or the error that request gets. Each result is handed to ``send(i,
+        result)`` as soon as it is ready (cheap requests first), and all are returned in request order."""
+        out: list[Result] = [InvalidInputError("not run")] * len(requests)
+
+        def done(i: int, result: Result) -> None:
+            out[i] = result
+            if send is not None:
+                send(i, result)
+
+        admitted: list[_Request] = []
         for r, raw in enumerate(requests):
             try:
                 flat = raw.reshape(-1) if raw.dtype == np.object_ else raw
-                decoded = decode_texts(flat, self.limits)  # the request's checks: count, size, UTF-8, controls
-                texts += [_Text(r, flat[i : i + 1], self.pre.encode([t])) for i, t in enumerate(decoded)]
+                texts = decode_texts(flat, self.limits)  # the request's checks: count, bytes, UTF-8, controls
+                admitted.append(
+                    _Request(r, raw.shape, flat, self.pre.encode_each(texts))
+                )  # its windows and tokens budget
             except InvalidInputError as exc:
-                out[r] = exc
-                texts = [t for t in texts if t.request != r]
-        feeds = [{n: t.tensors[n] for n in self.bert.input_names} for t in texts]
-        entities: dict[int, list[bytes]] = {}
-        for t, logits in zip(texts, self.bert.run(feeds), strict=True):
-            tensors = {LOGITS: logits, TEXT_INDEX: t.tensors[TEXT_INDEX], **{n: t.tensors[n] for n in POST_TENSORS}}
-            entities.setdefault(t.request, []).append(self.post(t.raw, tensors)[0])
-        for r, items in entities.items():
-            out[r] = np.array(items, dtype=np.object_).reshape(requests[r].shape)
+                done(r, exc)
+        light, bulk, used = [], [], 0
+        for req in sorted(admitted, key=lambda q: q.tokens):
+            if used and used + req.tokens > self.limits.max_batch_tokens:
+                done(
+                    req.index,
+                    CapacityError(
+                        self._busy(
+                            f"this batch's budget of {self.limits.max_batch_tokens} "
+                            "sub-tokens (max_batch_tokens) is spent"
+                        )
+                    ),
+                )
+                continue
+            used += req.tokens
+            (bulk if req.tokens > self.limits.bulk_tokens else light).append(req)
+        self._run(light, done)
+        for req in bulk:
+            slot = self.slots.try_acquire()
+            if slot is None:
+                done(
+                    req.index,
+                    CapacityError(
+                        self._busy(
+                            f"{self.limits.bulk_slots} large request(s) (over {self.limits.bulk_tokens} sub-tokens, "
+                            "bulk_tokens) already run on this host"
+                        )
+                    ),
+                )
+                continue
+            with slot:
+                self._run([req], done)
         return out
+
+    def _busy(self, why: str) -> str:
+        return (
+            f"server busy: {why}; retry with backoff, or send fewer texts per request (requests of at most "
+            f"{self.limits.bulk_tokens} sub-tokens never wait for this)."
+        )
+
+    def _run(self, reqs: list[_Request], done: Callable[[int, Result], None]) -> None:
+        """Run the texts of ``reqs`` together and hand each request its entities."""
+        texts = [(req, i, t) for req in reqs for i, t in enumerate(req.texts)]
+        if not texts:
+            return
+        feeds = [{n: t[n] for n in self.bert.input_names} for _, _, t in texts]
+        entities: dict[int, list[bytes]] = {req.index: [] for req in reqs}
+        for (req, i, t), logits in zip(texts, self.bert.run(feeds), strict=True):
+            tensors = {LOGITS: logits, TEXT_INDEX: t[TEXT_INDEX], **{n: t[n] for n in POST_TENSORS}}
+            entities[req.index].append(self.post(req.raw[i : i + 1], tensors)[0])
+        for req in reqs:
+            done(req.index, np.array(entities[req.index], dtype=np.object_).reshape(req.shape))

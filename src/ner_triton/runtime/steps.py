@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ner_triton.alignment import encode_windows
+from ner_triton.alignment import Window, encode_windows
 from ner_triton.decoding import decode_entities
-from ner_triton.errors import InvalidInputError
+from ner_triton.errors import BudgetExceededError, InvalidInputError
 from ner_triton.labels import LabelMap
 from ner_triton.runtime.limits import Limits
 from ner_triton.runtime.tokenizer import TokenizerFile
@@ -47,12 +47,20 @@ def decode_texts(raw: np.ndarray, limits: Limits) -> list[str]:
         raise InvalidInputError(
             f"{raw.shape[0]} texts in one request; the limit is {limits.max_texts}: split them over several requests."
         )
+    items = [item if isinstance(item, bytes) else str(item).encode("utf-8") for item in raw]
+    total = sum(len(data) for data in items)
+    if total > limits.max_request_bytes:
+        raise BudgetExceededError(
+            f"over budget: the request's {len(items)} texts hold {total} bytes; one request may hold "
+            f"{limits.max_request_bytes} (max_request_bytes): send fewer texts per request (NerClient splits lists "
+            "of texts for you) or split the document."
+        )
     texts = []
-    for i, item in enumerate(raw):
-        data = item if isinstance(item, bytes) else str(item).encode("utf-8")
+    for i, data in enumerate(items):
         if len(data) > limits.max_text_bytes:
-            raise InvalidInputError(
-                f"text {i} is {len(data)} bytes; the limit is {limits.max_text_bytes}: split the document."
+            raise BudgetExceededError(
+                f"over budget: text {i} is {len(data)} bytes; a text may hold {limits.max_text_bytes} "
+                "(max_text_bytes): split the document."
             )
         try:
             text = data.decode("utf-8")
@@ -82,17 +90,31 @@ class Preprocessor:
         return self.encode(decode_texts(raw, self.limits))
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Windows of already validated texts (:func:`decode_texts`)."""
-        windows, index = [], []
-        for i, text in enumerate(texts):
-            for w in encode_windows(self.tokenizer, text, self.limits.max_length, self.limits.stride):
-                windows.append(w)
-                index.append(i)
-        if len(windows) > self.limits.max_windows:
-            raise InvalidInputError(
-                f"the request's texts make {len(windows)} windows of {self.limits.max_length} tokens; the limit is "
-                f"{self.limits.max_windows}: send fewer or shorter texts per request."
-            )
+        """Windows of already validated texts (:func:`decode_texts`), all in one set of tensors (``TEXT_INDEX``
+        says which text each window belongs to); the request's budget is checked (:meth:`windows`)."""
+        per_text = self.windows(texts)
+        return self.tensors([w for ws in per_text for w in ws], [i for i, ws in enumerate(per_text) for _ in ws])
+
+    def encode_each(self, texts: list[str]) -> list[dict[str, np.ndarray]]:
+        """Like :meth:`encode`, one set of tensors per text (``TEXT_INDEX`` all 0), so a batching step can group
+        the windows of many texts by length; the budget is still the whole request's."""
+        return [self.tensors(ws, [0] * len(ws)) for ws in self.windows(texts)]
+
+    def windows(self, texts: list[str]) -> list[list[Window]]:
+        """Each text's windows; raises :class:`BudgetExceededError` as soon as the request's windows or
+        sub-tokens go over :class:`Limits` (its tokenizing stops there)."""
+        out: list[list[Window]] = []
+        count = tokens = 0
+        for text in texts:
+            ws = encode_windows(self.tokenizer, text, self.limits.max_length, self.limits.stride)
+            count += len(ws)
+            tokens += sum(len(w.encoding) for w in ws)
+            self.limits.check_request(count, tokens)
+            out.append(ws)
+        return out
+
+    def tensors(self, windows: list[Window], index: list[int]) -> dict[str, np.ndarray]:
+        """Padded tensors of ``windows``; ``index[r]`` is the text window ``r`` belongs to."""
         n, length = len(windows), self.limits.padded_length(max(len(w.encoding) for w in windows))
         out = {
             INPUT_IDS: np.zeros((n, length), np.int64),

@@ -11,6 +11,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from ner_triton.errors import InvalidInputError
+from ner_triton.runtime.adapters.responses import error_response
 from ner_triton.runtime.bert import BertRunner
 from ner_triton.schema import LOGITS, ONNX_MODEL_FILE
 
@@ -23,8 +24,10 @@ class TritonPythonModel:
         threads = int(os.environ.get("NER_ORT_THREADS", params.get("threads", "1")))
         max_padding = float(params.get("max_padding", "0.25"))
         spinning = params.get("spinning", "1") != "0"
-        self.runner = BertRunner(here / params.get("onnx_file", ONNX_MODEL_FILE), threads, max_padding, spinning)
-        self.logger = pb_utils.Logger
+        max_run_tokens = int(params.get("max_run_tokens", "8192"))
+        onnx_path = here / params.get("onnx_file", ONNX_MODEL_FILE)
+        self.runner = BertRunner(onnx_path, threads, max_padding, spinning, max_run_tokens)
+        self.name = config.get("name", "ner_bert")
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -41,13 +44,12 @@ class TritonPythonModel:
                 feeds.append(feed)
                 slots.append(i)
             except InvalidInputError as exc:
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"invalid input: {exc}"))
+                responses[i] = error_response(exc, self.name)
         if feeds:
             try:
                 for i, logits in zip(slots, self.runner.run(feeds), strict=True):
                     responses[i] = pb_utils.InferenceResponse([pb_utils.Tensor(LOGITS, logits)])
-            except Exception as exc:
-                self.logger.log_error(f"ner_bert: {exc!r}")
+            except Exception as exc:  # a server fault: every request of the batch gets it, the stub lives on
                 for i in slots:
-                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"internal error: {exc}"))
+                    responses[i] = error_response(exc, self.name)
         return responses

@@ -1,10 +1,12 @@
 """Triton python-backend adapter of ``ner_postprocess``; the logic is ner_triton.runtime.steps.Postprocessor."""
 
+import json
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
 from ner_triton.labels import LabelMap
+from ner_triton.runtime.adapters.responses import error_response
 from ner_triton.runtime.steps import Postprocessor
 from ner_triton.schema import ENTITIES, LABELS_FILE, LOGITS, OFFSETS, OWNED, TEXT, TEXT_INDEX, WORD_IDS
 
@@ -15,7 +17,7 @@ class TritonPythonModel:
     def initialize(self, args):
         here = Path(args["model_repository"]) / args["model_version"]
         self.step = Postprocessor(LabelMap.load(here / LABELS_FILE))
-        self.logger = pb_utils.Logger
+        self.name = json.loads(args["model_config"]).get("name", "ner_postprocess")
 
     def execute(self, requests):
         responses = []
@@ -26,6 +28,5 @@ class TritonPythonModel:
                 entities = self.step(text, tensors)
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(ENTITIES, entities)]))
             except Exception as exc:  # never let one request take the stub down
-                self.logger.log_error(f"ner_postprocess: {exc!r}")
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"internal error: {exc}")))
+                responses.append(error_response(exc, self.name))
         return responses

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from ner_triton.errors import InvalidInputError
+from ner_triton.runtime.adapters.responses import error_response
 from ner_triton.runtime.steps import Limits, Preprocessor
 from ner_triton.schema import TEXT, TOKENIZER_DIR
 
@@ -16,7 +16,7 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         here = Path(args["model_repository"]) / args["model_version"]
         self.step = Preprocessor(here / TOKENIZER_DIR, Limits.from_parameters(params))
-        self.logger = pb_utils.Logger
+        self.name = config.get("name", "ner_preprocess")
 
     def execute(self, requests):
         responses = []
@@ -25,9 +25,6 @@ class TritonPythonModel:
                 text = pb_utils.get_input_tensor_by_name(request, TEXT).as_numpy()
                 outputs = self.step(text)
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in outputs.items()]))
-            except InvalidInputError as exc:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"invalid input: {exc}")))
             except Exception as exc:  # never let one request take the stub down
-                self.logger.log_error(f"ner_preprocess: {exc!r}")
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"internal error: {exc}")))
+                responses.append(error_response(exc, self.name))
         return responses
