@@ -160,20 +160,28 @@ def encode_plain(tokenizer: Any, text: str) -> PlainEncoding:
     return PlainEncoding(list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]], enc.word_ids())
 
 
-def encode_windows(tokenizer: Any, text: str, max_length: int, stride: int) -> list[Window]:
+def window_starts(n: int, max_length: int, stride: int) -> list[int]:
+    """Where the windows of a text of ``n`` sub-tokens start (:func:`encode_windows`); each holds
+    ``min(max_length - 2, n)`` of them plus two special tokens."""
+    width = max_length - 2
+    if width < 2 or not 0 <= stride < width:
+        raise ValueError(f"need max_length > 3 and 0 <= stride < max_length - 2, got {max_length}, {stride}")
+    return [0] if n <= width else [*range(0, n - width, width - stride), n - width]
+
+
+def encode_windows(
+    tokenizer: Any, text: str, max_length: int, stride: int, plain: PlainEncoding | None = None
+) -> list[Window]:
     """Tokenize ``text`` without truncation and cut it into overlapping windows of ``max_length``.
 
     Consecutive windows overlap by ``stride`` content tokens. A text that fits gives one window
     identical to :func:`encode_texts` with the same ``max_length``. ``tokenizer`` is either kind
-    :func:`encode_plain` takes; it also gives ``cls_token_id`` and ``sep_token_id``.
+    :func:`encode_plain` takes; it also gives ``cls_token_id`` and ``sep_token_id``. ``plain``: the text's
+    :func:`encode_plain`, when the caller already has it.
     """
-    width = max_length - 2
-    if width < 2 or not 0 <= stride < width:
-        raise ValueError(f"need max_length > 3 and 0 <= stride < max_length - 2, got {max_length}, {stride}")
-    ids, offsets, word_ids = encode_plain(tokenizer, text)
-    n = len(ids)
-    step = width - stride
-    starts = [0] if n <= width else [*range(0, n - width, step), n - width]
+    ids, offsets, word_ids = plain if plain is not None else encode_plain(tokenizer, text)
+    n, width = len(ids), max_length - 2
+    starts = window_starts(n, max_length, stride)
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     windows = []
     for k, a in enumerate(starts):

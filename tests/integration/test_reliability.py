@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from ner_triton.bench.worst_case import measure
 from ner_triton.client import NerClient
 from ner_triton.errors import ClientError, RequestRejectedError, ServerError
 from ner_triton.repository.install import install_artifacts, settings_for_model
@@ -38,6 +39,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow
 BERT = ("input_ids", "attention_mask", "casing_ids")
 BERT_STEPS = ("ner_bert_int8", "ner_bert_fp32")
 ROOT = Path(__file__).resolve().parents[2]
+# Bounds of the worst-case test on the tiny test model (docs/reliability.md states the default model's).
+WORST_REQUEST_BOUND_S = 10.0
+STUB_PEAK_GROWTH_MIB = 600.0
+STUB_KEPT_GROWTH_MIB = 150.0
 
 
 def _text(rng: random.Random) -> bytes:
@@ -146,6 +151,8 @@ def small_queue_server(tiny_build: TinyBuild, tmp_path_factory: pytest.TempPathF
     tmp = tmp_path_factory.mktemp("overload")
     batching = BatchingSettings(instances=1, threads=1, max_queue_size=2, queue_timeout_us=300_000)
     settings = replace(settings_for_model(tiny_build.artifacts / "model"), batching=batching, variants=(INT8,))
+    # the queue policy alone under test: no request here is large enough for the bulk lane
+    settings = replace(settings, limits=replace(settings.limits, bulk_tokens=settings.limits.max_tokens))
     write_configs(settings, tmp / "repo")
     install_artifacts(settings, tiny_build.artifacts, tmp / "repo")
     server = ServerSettings.on_free_ports(tmp / "repo", tmp)
@@ -190,6 +197,32 @@ def test_overload_is_rejected_fast_and_admitted_requests_keep_their_bound(
     assert queued_ms <= 300, f"admitted requests waited {queued_ms:.0f} ms in {queued_at}'s queue (bound 300)"
     with NerClient(small_queue_server.grpc_url) as client:
         assert client.extract(["Maria Lindqvist visited Madrid."])
+
+
+def test_worst_requests_within_the_budgets_cannot_take_the_server_or_the_good_requests_down(
+    tiny_build: TinyBuild, tmp_path: Path
+) -> None:
+    """The acceptance test of the budgets (``ner-worst-case``): the worst requests the limits allow, sent by 3
+    processes while single sentences run, are served within the bound or refused at once; the stubs' memory
+    stays bounded and comes back; the single sentences keep their p99 within 2x; the server stays up."""
+    settings = ServerSettings.on_free_ports(tiny_build.repository, tmp_path)
+    with TritonServer(settings) as server:
+        report = measure(settings.grpc_url, seconds=12, attackers=3)
+        assert server.process is not None and server.process.poll() is None
+        with NerClient(settings.grpc_url) as client:
+            assert client.is_ready() and client.extract(["Maria Lindqvist visited Madrid."])
+    print(f"budgets: {json.dumps(report)}")
+    worst, stubs, good = report["worst"], report["stubs_mib"], report["good"]
+    statuses = Counter({(name, s): n for name, case in worst.items() for s, n in case["statuses"].items()})
+    assert good["failed"] == 0
+    assert {s for _, s in statuses} <= {"OK", "INVALID_ARGUMENT", "UNAVAILABLE"}, statuses
+    assert statuses[("just over the request's bytes", "OK")] == 0
+    assert sum(n for (name, s), n in statuses.items() if s == "OK") > 0, "worst requests within the budgets are served"
+    assert max(case["max_s"] for case in worst.values()) < WORST_REQUEST_BOUND_S, worst
+    assert stubs is not None
+    assert stubs["peak"] - stubs["start"] < STUB_PEAK_GROWTH_MIB, stubs
+    assert stubs["after"] - stubs["start"] < STUB_KEPT_GROWTH_MIB, stubs
+    assert good["attack"]["p99_ms"] <= 2 * max(good["calm"]["p99_ms"], 5.0), good
 
 
 def test_model_update_under_load_swaps_versions_with_zero_failed_requests(

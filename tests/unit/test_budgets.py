@@ -117,7 +117,9 @@ def test_fused_ner_admits_cheapest_first_answers_them_first_and_refuses_what_the
     from ner_triton.runtime.fused import FusedNer
 
     version = next(p for p in sorted((tiny_build.repository / "ner").iterdir()) if p.is_dir())
-    limits = Limits(max_length=32, stride=8, max_tokens=200, max_batch_tokens=250, bulk_tokens=100, bulk_slots=1)
+    limits = Limits(
+        max_length=32, stride=8, max_tokens=200, max_batch_tokens=250, bulk_tokens=100, bulk_bytes=1000, bulk_slots=1
+    )
     slots = Slots("fused-test", 1, tmp_path)
     ner = FusedNer(version, limits, threads=1, slots=slots)
     short = _texts("Maria visited Madrid.").reshape(-1, 1)

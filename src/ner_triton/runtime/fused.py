@@ -10,7 +10,9 @@ ensembles (``ner_<variant>``) stay for the layouts whose BERT step is a C++ back
 
 Budgets (:mod:`ner_triton.runtime.limits`): each request is checked as a whole (bytes, windows, sub-tokens);
 the requests of a batch are admitted cheapest first within ``max_batch_tokens``; a request above
-``bulk_tokens`` runs only while it holds a host-wide bulk slot (:mod:`ner_triton.runtime.slots`). Results go
+``bulk_tokens`` runs only while it holds a host-wide bulk slot (:mod:`ner_triton.runtime.slots`), and every
+request of more than ``bulk_tokens`` bytes is tokenized and run on a thread of lower CPU priority
+(``bulk_nice``), so the cores go to short requests first. Results go
 out as soon as they are ready (``send``), cheap requests first, so a short request never waits for a large one
 of the same batch.
 
@@ -30,8 +32,8 @@ from ner_triton.errors import CapacityError, InvalidInputError
 from ner_triton.labels import LabelMap
 from ner_triton.runtime.bert import BertRunner
 from ner_triton.runtime.limits import Limits
-from ner_triton.runtime.slots import Slots
-from ner_triton.runtime.steps import Postprocessor, Preprocessor, decode_texts
+from ner_triton.runtime.slots import LowPriority, Slot, Slots
+from ner_triton.runtime.steps import Postprocessor, Preprocessor, check_sizes, decode_texts
 from ner_triton.schema import (
     ATTENTION_MASK,
     LABELS_FILE,
@@ -58,6 +60,7 @@ class _Request:
     shape: tuple[int, ...]  # the TEXT tensor's shape, which ENTITIES repeats
     raw: np.ndarray  # [n] bytes
     texts: list[dict[str, np.ndarray]]
+    slot: Slot | None = None  # the bulk slot it already holds (a request over bulk_bytes)
 
     @property
     def tokens(self) -> int:
@@ -81,6 +84,7 @@ class FusedNer:
         self.bert = BertRunner(version_dir / ONNX_MODEL_FILE, threads, max_padding, spinning, limits.max_run_tokens)
         self.post = Postprocessor(LabelMap.load(version_dir / LABELS_FILE))
         self.slots = slots or Slots(str(version_dir.resolve()), limits.bulk_slots)
+        self.low = LowPriority(limits.bulk_nice)
         self([np.array([WARMUP_TEXT.encode()], dtype=np.object_)])  # first-run allocations before traffic
 
     def __call__(self, requests: Sequence[np.ndarray], send: Send | None = None) -> list[Result]:
@@ -94,48 +98,84 @@ class FusedNer:
             if send is not None:
                 send(i, result)
 
-        admitted: list[_Request] = []
+        small: list[tuple[int, tuple[int, ...], np.ndarray]] = []
+        large: list[tuple[int, tuple[int, ...], np.ndarray]] = []
         for r, raw in enumerate(requests):
-            try:
-                flat = raw.reshape(-1) if raw.dtype == np.object_ else raw
-                texts = decode_texts(flat, self.limits)  # the request's checks: count, bytes, UTF-8, controls
-                admitted.append(
-                    _Request(r, raw.shape, flat, self.pre.encode_each(texts))
-                )  # its windows and tokens budget
-            except InvalidInputError as exc:
-                done(r, exc)
-        light, bulk, used = [], [], 0
-        for req in sorted(admitted, key=lambda q: q.tokens):
-            if used and used + req.tokens > self.limits.max_batch_tokens:
-                done(
-                    req.index,
-                    CapacityError(
-                        self._busy(
-                            f"this batch's budget of {self.limits.max_batch_tokens} "
-                            "sub-tokens (max_batch_tokens) is spent"
-                        )
-                    ),
-                )
-                continue
-            used += req.tokens
-            (bulk if req.tokens > self.limits.bulk_tokens else light).append(req)
-        self._run(light, done)
-        for req in bulk:
-            slot = self.slots.try_acquire()
+            flat = raw.reshape(-1) if raw.dtype == np.object_ else raw
+            size = sum(len(x) for x in flat if isinstance(x, bytes))
+            (large if size > self.limits.bulk_bytes else small).append((r, raw.shape, flat))
+        # short requests first: prepared, admitted and answered before any large one is even tokenized
+        used, bulk = self._admit([self._try(done, self._prepare, *q) for q in small], 0, done)
+        light = [q for q in bulk if q.tokens <= self.limits.bulk_tokens]
+        for index, result in self._run(light):
+            done(index, result)
+        # then the bulk lane: each request holds a host-wide slot and runs on the low-priority thread
+        bulk = [q for q in bulk if q.tokens > self.limits.bulk_tokens]
+        used, more = self._admit([self._try(done, self._prepare_large, *q) for q in large], used, done)
+        for req in sorted(bulk + more, key=lambda q: q.tokens):
+            slot = req.slot or self.slots.try_acquire()
             if slot is None:
-                done(
-                    req.index,
-                    CapacityError(
-                        self._busy(
-                            f"{self.limits.bulk_slots} large request(s) (over {self.limits.bulk_tokens} sub-tokens, "
-                            "bulk_tokens) already run on this host"
-                        )
-                    ),
-                )
+                done(req.index, CapacityError(self._busy(self._bulk_taken())))
                 continue
             with slot:
-                self._run([req], done)
+                for index, result in self.low(self._run, [req]):
+                    done(index, result)
         return out
+
+    @staticmethod
+    def _try(
+        done: Send,
+        prepare: Callable[[int, tuple[int, ...], np.ndarray], _Request],
+        index: int,
+        shape: tuple[int, ...],
+        flat: np.ndarray,
+    ) -> _Request | None:
+        """``prepare``'s request, or None when the request got its error (bad input, over budget, no slot)."""
+        try:
+            return prepare(index, shape, flat)
+        except (InvalidInputError, CapacityError) as exc:
+            done(index, exc)
+            return None
+
+    def _admit(self, reqs: list[_Request | None], used: int, done: Send) -> tuple[int, list[_Request]]:
+        """The requests that fit in what is left of the batch's sub-token budget, cheapest first; the others
+        are told to retry (one request alone always fits)."""
+        admitted = []
+        for req in sorted((q for q in reqs if q is not None), key=lambda q: q.tokens):
+            if used and used + req.tokens > self.limits.max_batch_tokens:
+                why = f"this batch's budget of {self.limits.max_batch_tokens} sub-tokens (max_batch_tokens) is spent"
+                if req.slot is not None:
+                    req.slot.release()
+                done(req.index, CapacityError(self._busy(why)))
+                continue
+            used += req.tokens
+            admitted.append(req)
+        return used, admitted
+
+    def _bulk_taken(self) -> str:
+        return (
+            f"{self.limits.bulk_slots} large request(s) (over {self.limits.bulk_tokens} sub-tokens or "
+            f"{self.limits.bulk_bytes} bytes: bulk_tokens, bulk_bytes) already run on this host"
+        )
+
+    def _prepare(self, index: int, shape: tuple[int, ...], flat: np.ndarray) -> _Request:
+        """A request's checks (count, bytes, UTF-8, controls), windows and sub-token budget."""
+        return _Request(index, shape, flat, self.pre.encode_each(decode_texts(flat, self.limits)))
+
+    def _prepare_large(self, index: int, shape: tuple[int, ...], flat: np.ndarray) -> _Request:
+        """:meth:`_prepare` for a request of more than ``bulk_bytes``: it takes a bulk slot first (none free: refused
+        before any tokenizing) and is tokenized on the low-priority thread."""
+        check_sizes(flat, self.limits)
+        slot = self.slots.try_acquire()
+        if slot is None:
+            raise CapacityError(self._busy(self._bulk_taken()))
+        try:
+            req = self.low(self._prepare, index, shape, flat)
+        except BaseException:
+            slot.release()
+            raise
+        req.slot = slot
+        return req
 
     def _busy(self, why: str) -> str:
         return (
@@ -143,15 +183,14 @@ class FusedNer:
             f"{self.limits.bulk_tokens} sub-tokens never wait for this)."
         )
 
-    def _run(self, reqs: list[_Request], done: Callable[[int, Result], None]) -> None:
-        """Run the texts of ``reqs`` together and hand each request its entities."""
+    def _run(self, reqs: list[_Request]) -> list[tuple[int, Result]]:
+        """Run the texts of ``reqs`` together: each request's index and entities."""
         texts = [(req, i, t) for req in reqs for i, t in enumerate(req.texts)]
         if not texts:
-            return
+            return []
         feeds = [{n: t[n] for n in self.bert.input_names} for _, _, t in texts]
         entities: dict[int, list[bytes]] = {req.index: [] for req in reqs}
         for (req, i, t), logits in zip(texts, self.bert.run(feeds), strict=True):
             tensors = {LOGITS: logits, TEXT_INDEX: t[TEXT_INDEX], **{n: t[n] for n in POST_TENSORS}}
             entities[req.index].append(self.post(req.raw[i : i + 1], tensors)[0])
-        for req in reqs:
-            done(req.index, np.array(entities[req.index], dtype=np.object_).reshape(req.shape))
+        return [(req.index, np.array(entities[req.index], dtype=np.object_).reshape(req.shape)) for req in reqs]

@@ -8,10 +8,12 @@ request the limits accept must cost a bounded time and memory, and so must the w
   most ``max_windows`` windows and ``max_tokens`` sub-tokens over all its texts (this bounds the model's work).
   Over any of them: :class:`~ner_triton.errors.BudgetExceededError` (INVALID_ARGUMENT) naming the limit and how
   to split the request.
-* **Bulk lane**: a request of more than ``bulk_tokens`` sub-tokens runs only while it holds one of
-  ``bulk_slots`` slots shared by every instance of the model on the host (:mod:`ner_triton.runtime.slots`);
-  without a free slot it is refused at once (UNAVAILABLE, retry), so large requests never occupy every
-  instance and short requests keep flowing.
+* **Bulk lane** (the fused ``ner``): a request of more than ``bulk_bytes`` bytes or ``bulk_tokens`` sub-tokens
+  runs only while it holds one of ``bulk_slots`` slots shared by every instance of the model on the host
+  (:mod:`ner_triton.runtime.slots`); without a free slot it is refused at once (UNAVAILABLE, retry) - one over
+  ``bulk_bytes`` before any tokenizing - so large requests never occupy every instance and short requests keep
+  flowing. Bulk requests are tokenized and run on a thread ``bulk_nice`` steps lower in CPU priority, so the
+  cores serve short requests first. NerClient's requests (at most 8 kB) stay out of the bulk lane.
 * **One dynamic batch** (the fused ``ner``): requests are admitted cheapest first while their sub-tokens fit in
   ``max_batch_tokens``; the rest are refused (UNAVAILABLE, retry). One request alone is always admitted.
 * **One ONNX Runtime run**: at most ``max_run_tokens`` padded positions (windows x length) are run at once, which
@@ -43,10 +45,12 @@ class Limits:
     max_batch_tokens: int = 16384
     max_run_tokens: int = 8192
     bulk_tokens: int = 2048
+    bulk_bytes: int = 16384
     bulk_slots: int = 1
+    bulk_nice: int = 10
 
     def __post_init__(self) -> None:
-        sizes = {k: v for k, v in vars(self).items() if k not in ("buckets", "stride")}
+        sizes = {k: v for k, v in vars(self).items() if k not in ("buckets", "stride", "bulk_nice")}
         bad = {k: v for k, v in sizes.items() if v <= 0}
         if bad:
             raise ConfigError(f"limits must be positive: {bad}")
@@ -61,6 +65,8 @@ class Limits:
                 f"max_batch_tokens={self.max_batch_tokens} must be >= max_tokens={self.max_tokens}, or the "
                 "largest request could never be run."
             )
+        if not 0 <= self.bulk_nice <= 19:
+            raise ConfigError(f"bulk_nice={self.bulk_nice} must be in [0, 19] (0: large requests at normal priority).")
         if self.max_run_tokens < self.max_length:
             raise ConfigError(f"max_run_tokens={self.max_run_tokens} must be >= max_length={self.max_length}.")
 

@@ -1,4 +1,5 @@
-"""Host-wide slots for large requests, shared by every instance (stub process) of a model.
+"""Host-wide slots for large requests, shared by every instance (stub process) of a model, and the
+lower-priority thread large requests run on.
 
 Each python-backend instance is its own process, so a limit on how many large requests run at once must
 live outside them: ``slots`` lock files in the temporary directory, taken with ``flock`` (never waited for).
@@ -9,11 +10,18 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Slot:
@@ -56,3 +64,25 @@ class Slots:
                 continue
             return Slot(handle)
         return None
+
+
+class LowPriority:
+    """One worker thread whose CPU priority is ``nice`` steps below the caller's (Linux keeps a nice value per
+    thread). Large requests run there, so the scheduler hands the cores to the short requests of the other
+    instances first; ``nice=0`` runs everything on the caller's thread."""
+
+    def __init__(self, nice: int) -> None:
+        self.nice = nice
+        self._pool = ThreadPoolExecutor(1, "ner-bulk", initializer=self._lower) if nice > 0 else None
+
+    def _lower(self) -> None:
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + self.nice))
+        except OSError as exc:  # not Linux, or a sandbox that refuses it: large requests run at normal priority
+            log.warning("cannot lower the bulk thread's priority: %s", exc)
+
+    def __call__(self, fn: Callable[..., T], *args: object) -> T:
+        if self._pool is None:
+            return fn(*args)
+        return self._pool.submit(fn, *args).result()

@@ -10,12 +10,12 @@ an error response for that request only.
 from __future__ import annotations
 
 import json
-import unicodedata
+import re
 from pathlib import Path
 
 import numpy as np
 
-from ner_triton.alignment import Window, encode_windows
+from ner_triton.alignment import Window, encode_windows, window_starts
 from ner_triton.decoding import decode_entities
 from ner_triton.errors import BudgetExceededError, InvalidInputError
 from ner_triton.labels import LabelMap
@@ -32,11 +32,11 @@ from ner_triton.schema import (
     WORD_IDS,
 )
 
-_ALLOWED_CONTROL = {"\t", "\n", "\r"}
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # Unicode category Cc less tab, LF, CR
 
 
-def decode_texts(raw: np.ndarray, limits: Limits) -> list[str]:
-    """Validate a TEXT tensor (bytes objects) and decode it: one clear error per problem."""
+def check_sizes(raw: np.ndarray, limits: Limits) -> None:
+    """The checks that cost nothing: dtype, shape, text count and bytes (one text and the whole request)."""
     if raw.dtype != np.object_:
         raise InvalidInputError(f"TEXT must be a BYTES (string) tensor, got dtype {raw.dtype}.")
     if raw.ndim != 1:
@@ -47,21 +47,28 @@ def decode_texts(raw: np.ndarray, limits: Limits) -> list[str]:
         raise InvalidInputError(
             f"{raw.shape[0]} texts in one request; the limit is {limits.max_texts}: split them over several requests."
         )
-    items = [item if isinstance(item, bytes) else str(item).encode("utf-8") for item in raw]
-    total = sum(len(data) for data in items)
+    sizes = [len(item) if isinstance(item, bytes) else len(str(item).encode("utf-8")) for item in raw]
+    total = sum(sizes)
     if total > limits.max_request_bytes:
         raise BudgetExceededError(
-            f"over budget: the request's {len(items)} texts hold {total} bytes; one request may hold "
+            f"over budget: the request's {len(sizes)} texts hold {total} bytes; one request may hold "
             f"{limits.max_request_bytes} (max_request_bytes): send fewer texts per request (NerClient splits lists "
             "of texts for you) or split the document."
         )
-    texts = []
-    for i, data in enumerate(items):
-        if len(data) > limits.max_text_bytes:
+    for i, size in enumerate(sizes):
+        if size > limits.max_text_bytes:
             raise BudgetExceededError(
-                f"over budget: text {i} is {len(data)} bytes; a text may hold {limits.max_text_bytes} "
+                f"over budget: text {i} is {size} bytes; a text may hold {limits.max_text_bytes} "
                 "(max_text_bytes): split the document."
             )
+
+
+def decode_texts(raw: np.ndarray, limits: Limits) -> list[str]:
+    """Validate a TEXT tensor (bytes objects) and decode it: one clear error per problem."""
+    check_sizes(raw, limits)
+    texts = []
+    for i, item in enumerate(raw):
+        data = item if isinstance(item, bytes) else str(item).encode("utf-8")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -70,10 +77,10 @@ def decode_texts(raw: np.ndarray, limits: Limits) -> list[str]:
             ) from exc
         if not text.strip():
             raise InvalidInputError(f"text {i} is empty or whitespace only: send text with at least one word.")
-        bad = next((c for c in text if unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROL), None)
+        bad = _CONTROL.search(text)
         if bad is not None:
             raise InvalidInputError(
-                f"text {i} holds control character U+{ord(bad):04X} at index {text.index(bad)}: remove it."
+                f"text {i} holds control character U+{ord(bad.group()):04X} at index {bad.start()}: remove it."
             )
         texts.append(text)
     return texts
@@ -105,12 +112,15 @@ class Preprocessor:
         sub-tokens go over :class:`Limits` (its tokenizing stops there)."""
         out: list[list[Window]] = []
         count = tokens = 0
+        length, stride = self.limits.max_length, self.limits.stride
         for text in texts:
-            ws = encode_windows(self.tokenizer, text, self.limits.max_length, self.limits.stride)
-            count += len(ws)
-            tokens += sum(len(w.encoding) for w in ws)
-            self.limits.check_request(count, tokens)
-            out.append(ws)
+            plain = self.tokenizer.encode_plain(text)
+            n = len(plain.input_ids)
+            starts = window_starts(n, length, stride)
+            count += len(starts)
+            tokens += len(starts) * (min(n, length - 2) + 2)
+            self.limits.check_request(count, tokens)  # before the windows are built: a refusal costs little
+            out.append(encode_windows(self.tokenizer, text, length, stride, plain))
         return out
 
     def tensors(self, windows: list[Window], index: list[int]) -> dict[str, np.ndarray]:
