@@ -50,6 +50,8 @@ KUSTOMIZATIONS = (
     "overlays/gpu",
     "overlays/keda",
     "overlays/gpu-object-storage",
+    "overlays/cpu-tls",
+    "rollout-tls",
     "extras",
     "rollout",
 )
@@ -92,12 +94,15 @@ ADAPTER_PLACEHOLDERS = {
 }
 
 # The server command line the Deployment must run (order free).
+# The server image's entrypoint (ner_triton.serving.entrypoint) sets `ner`'s instances, then runs tritonserver.
+ENTRYPOINT = ["python3", "-m", "ner_triton.serving.entrypoint", "tritonserver"]
 REQUIRED_ARGS = (
     "--model-repository=$(MODEL_REPOSITORY)",
     "--model-control-mode=explicit",
     "--load-model=*",
-    "--grpc-restricted-protocol=model-repository,shared-memory:ner-admin-key=$(TRITON_ADMIN_KEY)",
-    "--http-restricted-api=model-repository,shared-memory:ner-admin-key=$(TRITON_ADMIN_KEY)",
+    # Triton 2.51's names (`tritonserver --help`): the admin key guards model control, shared memory, logging, trace.
+    "--grpc-restricted-protocol=model-repository,shared-memory,logging,trace:ner-admin-key=$(TRITON_ADMIN_KEY)",
+    "--http-restricted-api=model-repository,shared-memory,logging,trace:ner-admin-key=$(TRITON_ADMIN_KEY)",
     "--metrics-config=summary_latencies=true",
     "--allow-cpu-metrics=true",
     "--exit-timeout-secs=30",
@@ -548,10 +553,14 @@ def test_overlay_objects(overlay: str) -> None:
     kinds = sorted(d["kind"] for d in docs)
     autoscaler = "ScaledObject" if overlay == "keda" else "HorizontalPodAutoscaler"
     assert kinds == sorted(
-        ["Namespace", "Service", "Service", "PersistentVolumeClaim", "Deployment", "PodDisruptionBudget", autoscaler,
-         "NetworkPolicy"]
+        ["Namespace", "ServiceAccount", "Service", "Service", "PersistentVolumeClaim", "Deployment",
+         "PodDisruptionBudget", autoscaler, "NetworkPolicy"]
     )  # fmt: skip
-    assert _one(docs, "Deployment", DEPLOYMENT)["spec"]["replicas"] >= 1
+    # Finding 10 of issue 21: a count beside an autoscaler would reset it on every apply.
+    assert "replicas" not in _one(docs, "Deployment", DEPLOYMENT)["spec"]
+    account = _one(docs, "ServiceAccount", DEPLOYMENT)
+    assert account["automountServiceAccountToken"] is False
+    assert _one(docs, "Deployment", DEPLOYMENT)["spec"]["template"]["spec"]["serviceAccountName"] == DEPLOYMENT
     pvc = _one(docs, "PersistentVolumeClaim", "ner-model-repository")
     assert pvc["spec"]["accessModes"] == ["ReadOnlyMany"]
 
@@ -595,7 +604,7 @@ def test_server_container(overlay: str) -> None:
     pod = deployment["spec"]["template"]["spec"]
     triton = _triton(deployment)
     assert triton["image"] == "ner-triton-server:0.1.0"
-    assert triton["command"] == ["tritonserver"]
+    assert triton["command"] == ENTRYPOINT
     args = triton["args"]
     assert sorted(args) == sorted(REQUIRED_ARGS), f"server arguments differ: {args}"
     restricted = [a for a in args if a.startswith(("--grpc-restricted-protocol=", "--http-restricted-api="))]
@@ -692,7 +701,7 @@ def test_adapter_rules_expose_per_pod_metrics() -> None:
         query = rule["metricsQuery"]
         for placeholder in ("<<.LabelMatchers>>", "<<.GroupBy>>"):
             assert placeholder in query, f"{rule['name']['as']}: {placeholder} missing"
-        assert 'model=~"ner_bert_.*"' in query
+        assert 'model=~"ner|ner_bert_.*"' in query  # the one-step `ner` (CPU) or the BERT step (GPU)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -726,7 +735,9 @@ def test_keda_overlay_replaces_the_hpa() -> None:
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "prometheus"
     meta = trigger["metadata"]
-    assert meta["serverAddress"] == "http://prometheus.monitoring.svc:9090"
+    # Finding 8 of issue 21: the Service kube-prometheus-stack's operator creates.
+    assert meta["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
+    assert 'model=~"ner|ner_bert_.*"' in meta["query"]
     assert (
         "nv_inference_queue_duration_us" in meta["query"] and "nv_inference_compute_infer_duration_us" in meta["query"]
     )

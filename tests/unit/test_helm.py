@@ -37,6 +37,7 @@ VARIANTS = {
     "gpu": ["values-gpu.yaml"],
     "keda": ["values-gpu.yaml", "values-keda.yaml"],
     "gpu-object-storage": ["values-gpu.yaml", "values-object-storage.yaml"],
+    "cpu-tls": ["values-tls.yaml"],
 }
 HELM_LABELS = {
     "app.kubernetes.io/instance",
@@ -123,11 +124,12 @@ def test_chart_renders_the_same_objects_as_the_overlay(variant: str) -> None:
         assert chart[key] == obj, f"{variant}: {key} differs:\nhelm:      {chart[key]}\nkustomize: {obj}"
 
 
-def test_chart_rollout_hook_is_the_rollout_job() -> None:
+@pytest.mark.parametrize(("files", "rollout"), [([], "rollout"), (["values-tls.yaml"], "rollout-tls")])
+def test_chart_rollout_hook_is_the_rollout_job(files: list[str], rollout: str) -> None:
     _tool("kubectl")
-    (hook,) = [d for d in render([]) if HOOK in d["metadata"].get("annotations", {})]
+    (hook,) = [d for d in render(files) if HOOK in d["metadata"].get("annotations", {})]
     assert hook["metadata"]["annotations"][HOOK] == "post-upgrade"
-    (job,) = _render("rollout")
+    (job,) = _render(rollout)
     assert normalize(hook) == normalize(job)
 
 
