@@ -26,6 +26,7 @@ from test_deploy import (  # noqa: E402  (after the skip: the same helpers and s
     _check_crd,
     _render,
     _tool,
+    check_one_step_ner_per_cpu,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,3 +182,30 @@ def test_chart_refuses_bad_values_by_name(extra: dict[str, Any], message: str) -
 def test_chart_without_network_policy_or_hook() -> None:
     kinds = {d["kind"] for d in render([], {"networkPolicy": {"enabled": False}, "rollout": {"onUpgrade": False}})}
     assert "NetworkPolicy" not in kinds and "Job" not in kinds and "Deployment" in kinds
+
+
+def test_chart_defaults_serve_the_one_step_ner_per_cpu(tmp_path: Path) -> None:
+    """Issue 21: the Helm defaults run the python layout's `ner` with one instance per CPU of the pod; the
+    `instances` value sets the count instead; no replica count beside the autoscaler (finding 10)."""
+    deployment = next(d for d in render([]) if d["kind"] == "Deployment")
+    assert check_one_step_ner_per_cpu(deployment, tmp_path / "models", tmp_path / "view") == 4
+    assert "replicas" not in deployment["spec"]
+    fixed = next(d for d in render([], {"instances": 3, "autoscaling": {"mode": "none"}}) if d["kind"] == "Deployment")
+    env = {e["name"]: e for e in fixed["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["NER_INSTANCES"] == {"name": "NER_INSTANCES", "value": "3"}
+    assert fixed["spec"]["replicas"] == 2
+
+
+def test_chart_service_account_and_metadata_egress_are_values() -> None:
+    """Finding 1 of issue 21: a ServiceAccount for workload-identity annotations; metadata egress opt-in, the same
+    rule as deploy/k8s/components/cloud-metadata."""
+    annotations = {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/ner"}
+    docs = render(["values-object-storage.yaml"], {"serviceAccount": {"annotations": annotations}})
+    account = next(d for d in docs if d["kind"] == "ServiceAccount")
+    assert account["metadata"]["annotations"] == annotations and account["automountServiceAccountToken"] is False
+    egress = next(d for d in docs if d["kind"] == "NetworkPolicy")["spec"]["egress"]
+    assert not any("to" in rule for rule in egress)
+    opened = render(["values-object-storage.yaml"], {"networkPolicy": {"cloudMetadataEgress": True}})
+    egress = next(d for d in opened if d["kind"] == "NetworkPolicy")["spec"]["egress"]
+    component = yaml.safe_load((ROOT / "deploy/k8s/components/cloud-metadata/networkpolicy.yaml").read_text())
+    assert egress == component["spec"]["egress"]
