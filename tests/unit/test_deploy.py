@@ -996,3 +996,23 @@ def test_tls_overlay_serves_grpc_over_tls_and_the_rollout_verifies_it() -> None:
     assert "--tls-server-name=ner-triton.ner.svc" in container["command"]
     secret = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")["secret"]
     assert secret["items"] == [{"key": "ca.crt", "path": "ca.crt"}], "the Job gets the CA, not the server's key"
+
+
+@pytest.mark.parametrize("name", ["client-pod.yaml", "writer-pod.yaml"])
+def test_tool_pods_meet_the_restricted_pod_security_standard(name: str) -> None:
+    """Finding 2 of issue 21: `kubectl run` pods are refused in `ner` (restricted); these are admitted: the
+    checks of the restricted profile (non-root, no escalation, all capabilities dropped, RuntimeDefault seccomp)."""
+    (pod,) = _yaml_docs(K8S / "tools" / name)
+    _validate_builtin(pod)
+    spec = pod["spec"]
+    assert pod["metadata"]["namespace"] == NAMESPACE
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    for container in spec["containers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+        assert not sc["capabilities"].get("add") and not sc.get("privileged")
+        assert ":" in container["image"] and not container["image"].endswith(":latest")
+    assert all("hostPath" not in v for v in spec.get("volumes", []))
+    if name == "client-pod.yaml":
+        assert pod["metadata"]["labels"]["ner-triton/client"] == "true", "let through by the NetworkPolicy"

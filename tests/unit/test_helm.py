@@ -67,7 +67,8 @@ def _values(files: list[str], extra: dict[str, Any] | None = None) -> dict[str, 
 def render(files: list[str], extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     with helm.Chart.load(str(CHART)) as chart:
         manifests = chart.render(_values(files, extra), name="ner", namespace=NAMESPACE, is_install=True)
-    return [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
+    objects = (text for name, text in manifests.items() if not name.endswith("NOTES.txt"))  # NOTES: text for people
+    return [doc for text in objects for doc in yaml.safe_load_all(text) if doc]
 
 
 def _sort_named(node: Any) -> Any:
@@ -209,3 +210,22 @@ def test_chart_service_account_and_metadata_egress_are_values() -> None:
     egress = next(d for d in opened if d["kind"] == "NetworkPolicy")["spec"]["egress"]
     component = yaml.safe_load((ROOT / "deploy/k8s/components/cloud-metadata/networkpolicy.yaml").read_text())
     assert egress == component["spec"]["egress"]
+
+
+def test_chart_tells_helm_to_wait_for_the_rollout_hook() -> None:
+    """Finding 7 of issue 21: the hook may run rollout.deadlineSeconds; `helm upgrade` waits 5 min by default.
+    The chart's notes and every `helm upgrade` in the docs give a --timeout longer than the deadline."""
+    with helm.Chart.load(str(CHART)) as chart:
+        manifests = chart.render(_values([]), name="ner", namespace=NAMESPACE, is_install=True)
+    (notes,) = [text for name, text in manifests.items() if name.endswith("NOTES.txt")]
+    deadline = yaml.safe_load((CHART / "values.yaml").read_text())["rollout"]["deadlineSeconds"]
+    (hook,) = [d for d in render([]) if HOOK in d["metadata"].get("annotations", {})]
+    assert hook["spec"]["activeDeadlineSeconds"] == deadline
+    timeouts = [int(m) for m in re.findall(r"--timeout (\d+)m", notes)]
+    assert timeouts and all(60 * t > deadline for t in timeouts), notes
+    docs = [*(ROOT / "docs").glob("*.md"), *(ROOT / "deploy").rglob("README.md")]
+    for path in docs:
+        text = path.read_text(encoding="utf-8").replace("\\\n", " ")  # shell continuation lines joined
+        for command in re.findall(r"helm upgrade (?:--install )?\w+ \S*deploy/helm[^\n]*", text):
+            found = re.search(r"--timeout (\d+)m", command)
+            assert found and 60 * int(found.group(1)) > deadline, f"{path.name}: {command!r} needs --timeout"
