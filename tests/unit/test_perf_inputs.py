@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,10 @@ def test_model_analyzer_rejects_a_misspelt_key(tmp_path: Path) -> None:
     config.write_text(config.read_text().replace("perf_analyzer_flags:", "perf_analyser_flags:"))
     done = _model_analyzer_parse(config, tmp_path)
     assert done.returncode != 0 and "profile_models" in done.stdout + done.stderr
+
+
+def test_docs_never_ask_perf_analyzer_for_a_multiplicative_step() -> None:
+    """Finding 5 of issue 21: perf_analyzer's --concurrency-range START:END:STEP adds STEP; `2x` would be read as 2."""
+    for path in [*(ROOT / "docs").glob("*.md"), *(ROOT / "deploy").rglob("*.md")]:
+        for found in re.findall(r"--concurrency-range[ =](\S+)", path.read_text(encoding="utf-8")):
+            assert not re.search(r"[xX*]", found), f"{path.name}: --concurrency-range {found}"
