@@ -161,3 +161,17 @@ def test_entrypoint_leaves_ensembles_and_remote_repositories_alone(
 def test_entrypoint_refuses_a_view_inside_the_repository(repository: Path) -> None:
     with pytest.raises(ConfigError, match="NER_REPOSITORY_VIEW"):
         served_repository(repository, 4, repository / "view")
+
+
+def test_entrypoint_imports_light_in_a_fresh_interpreter() -> None:
+    """The server image has no torch or transformers: the entrypoint must not load them (nor the build)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ner_triton.serving.entrypoint\n"
+        "heavy = [m for m in ('torch', 'transformers', 'tqdm', 'seqeval', 'ner_triton.pipeline') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout
