@@ -153,3 +153,34 @@ def test_locust_user_speaks_tls_with_headers(deployed: Deployed, tmp_path: Path)
         total = next(r for r in report["locust"] if r["name"] == "Aggregated")
         assert total["requests"] > 0 and total["failures"] == total["requests"], name
         assert re.search(r"SLO breached: .*error", refused.stderr), refused.stderr[-2000:]
+
+
+def test_entrypoint_view_serves_ner_with_its_instance_count(
+    tiny_build: TinyBuild, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The server image's entrypoint on a real tritonserver: a repository written with another count is served
+    through its view (links to the repository, `ner/config.pbtxt` rewritten) with the container's count, and
+    `ner` answers."""
+    import tritonclient.grpc as grpcclient
+
+    from ner_triton.client import NerClient
+    from ner_triton.serving.entrypoint import fused_instances, rewrite_command
+
+    written = fused_instances(tiny_build.repository)
+    assert written is not None, "the tiny build's `ner` is the one-step python model"
+    want = written + 1
+    view = tmp_path_factory.mktemp("entrypoint") / "view"
+    command = rewrite_command(
+        ["tritonserver", f"--model-repository={tiny_build.repository}"],
+        {"NER_INSTANCES": str(want), "NER_REPOSITORY_VIEW": str(view)},
+    )
+    assert command == ["tritonserver", f"--model-repository={view}"]
+    state = tmp_path_factory.mktemp("entrypoint-triton")
+    settings = ServerSettings.on_free_ports(view, state, model_control_mode="none")
+    with TritonServer(settings), NerClient(settings.grpc_url) as client:
+        raw = grpcclient.InferenceServerClient(settings.grpc_url)
+        assert int(raw.get_model_config("ner", as_json=True)["config"]["instance_group"][0]["count"]) == want
+        raw.close()
+        (entities,) = client.extract(["Maria Lindqvist visited Madrid."])
+        assert isinstance(entities, list)
+    assert fused_instances(tiny_build.repository) == written, "the repository itself is untouched"
