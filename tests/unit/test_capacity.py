@@ -96,3 +96,23 @@ def test_check_compares_the_model_with_a_replicas_measurement() -> None:
     one, two = check(report)
     assert one["predicted_p99_ms"] == round(p99_ms(CURVE, 150.0), 1)
     assert two["predicted_p99_ms"] == round(p99_ms(CURVE, 75.0), 1) and two["predicted_peak_rps"] == 600.0
+
+
+def test_replicas_of_more_instances_need_fewer_replicas() -> None:
+    """The planner agrees with NER_INSTANCES: a replica of 4 instances (a 4-CPU pod) is planned as twice the
+    measured 2-instance one (linear by instances, as measured on the Xeon up to 84% at 16)."""
+    four = CURVE.scaled(2.0)
+    assert four.peak_rps == pytest.approx(2 * CURVE.peak_rps)
+    assert four.unloaded_p99_ms == CURVE.unloaded_p99_ms
+    assert plan(four, 1000, 100).replicas < plan(CURVE, 1000, 100).replicas
+    with pytest.raises(ConfigError, match="--instances"):
+        CURVE.scaled(0)
+
+
+def test_command_plans_for_the_pod_instances(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--rate", "2000", "--slo-p99-ms", "200", "--instances", "4", "--json"]) == 0
+    four = json.loads(capsys.readouterr().out)
+    assert main(["--rate", "2000", "--slo-p99-ms", "200", "--json"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert four["mu_rps"] == pytest.approx(2 * two["mu_rps"], rel=0.01)
+    assert four["replicas"] <= two["replicas"]

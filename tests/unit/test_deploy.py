@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -50,6 +51,8 @@ KUSTOMIZATIONS = (
     "overlays/gpu",
     "overlays/keda",
     "overlays/gpu-object-storage",
+    "overlays/cpu-tls",
+    "rollout-tls",
     "extras",
     "rollout",
 )
@@ -92,12 +95,15 @@ ADAPTER_PLACEHOLDERS = {
 }
 
 # The server command line the Deployment must run (order free).
+# The server image's entrypoint (ner_triton.serving.entrypoint) sets `ner`'s instances, then runs tritonserver.
+ENTRYPOINT = ["python3", "-m", "ner_triton.serving.entrypoint", "tritonserver"]
 REQUIRED_ARGS = (
     "--model-repository=$(MODEL_REPOSITORY)",
     "--model-control-mode=explicit",
     "--load-model=*",
-    "--grpc-restricted-protocol=model-repository,shared-memory:ner-admin-key=$(TRITON_ADMIN_KEY)",
-    "--http-restricted-api=model-repository,shared-memory:ner-admin-key=$(TRITON_ADMIN_KEY)",
+    # Triton 2.51's names (`tritonserver --help`): the admin key guards model control, shared memory, logging, trace.
+    "--grpc-restricted-protocol=model-repository,shared-memory,logging,trace:ner-admin-key=$(TRITON_ADMIN_KEY)",
+    "--http-restricted-api=model-repository,shared-memory,logging,trace:ner-admin-key=$(TRITON_ADMIN_KEY)",
     "--metrics-config=summary_latencies=true",
     "--allow-cpu-metrics=true",
     "--exit-timeout-secs=30",
@@ -548,10 +554,14 @@ def test_overlay_objects(overlay: str) -> None:
     kinds = sorted(d["kind"] for d in docs)
     autoscaler = "ScaledObject" if overlay == "keda" else "HorizontalPodAutoscaler"
     assert kinds == sorted(
-        ["Namespace", "Service", "Service", "PersistentVolumeClaim", "Deployment", "PodDisruptionBudget", autoscaler,
-         "NetworkPolicy"]
+        ["Namespace", "ServiceAccount", "Service", "Service", "PersistentVolumeClaim", "Deployment",
+         "PodDisruptionBudget", autoscaler, "NetworkPolicy"]
     )  # fmt: skip
-    assert _one(docs, "Deployment", DEPLOYMENT)["spec"]["replicas"] >= 1
+    # Finding 10 of issue 21: a count beside an autoscaler would reset it on every apply.
+    assert "replicas" not in _one(docs, "Deployment", DEPLOYMENT)["spec"]
+    account = _one(docs, "ServiceAccount", DEPLOYMENT)
+    assert account["automountServiceAccountToken"] is False
+    assert _one(docs, "Deployment", DEPLOYMENT)["spec"]["template"]["spec"]["serviceAccountName"] == DEPLOYMENT
     pvc = _one(docs, "PersistentVolumeClaim", "ner-model-repository")
     assert pvc["spec"]["accessModes"] == ["ReadOnlyMany"]
 
@@ -595,7 +605,7 @@ def test_server_container(overlay: str) -> None:
     pod = deployment["spec"]["template"]["spec"]
     triton = _triton(deployment)
     assert triton["image"] == "ner-triton-server:0.1.0"
-    assert triton["command"] == ["tritonserver"]
+    assert triton["command"] == ENTRYPOINT
     args = triton["args"]
     assert sorted(args) == sorted(REQUIRED_ARGS), f"server arguments differ: {args}"
     restricted = [a for a in args if a.startswith(("--grpc-restricted-protocol=", "--http-restricted-api="))]
@@ -692,7 +702,7 @@ def test_adapter_rules_expose_per_pod_metrics() -> None:
         query = rule["metricsQuery"]
         for placeholder in ("<<.LabelMatchers>>", "<<.GroupBy>>"):
             assert placeholder in query, f"{rule['name']['as']}: {placeholder} missing"
-        assert 'model=~"ner_bert_.*"' in query
+        assert 'model=~"ner|ner_bert_.*"' in query  # the one-step `ner` (CPU) or the BERT step (GPU)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -726,7 +736,9 @@ def test_keda_overlay_replaces_the_hpa() -> None:
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "prometheus"
     meta = trigger["metadata"]
-    assert meta["serverAddress"] == "http://prometheus.monitoring.svc:9090"
+    # Finding 8 of issue 21: the Service kube-prometheus-stack's operator creates.
+    assert meta["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
+    assert 'model=~"ner|ner_bert_.*"' in meta["query"]
     assert (
         "nv_inference_queue_duration_us" in meta["query"] and "nv_inference_compute_infer_duration_us" in meta["query"]
     )
@@ -740,7 +752,7 @@ def test_keda_overlay_replaces_the_hpa() -> None:
 
 _SECRET_PATTERNS = {
     "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
-    "admin key value": re.compile(r"admin-key=(?![\"']?\$\(|\.\.\.|<)[^\s\"']+"),
+    "admin key value": re.compile(r"admin-key=(?![\"']?\$[({]|\.\.\.|<)[^\s\"']+"),  # $(VAR), ${VAR} are references
     "credential assignment": re.compile(
         r"(?i)\b(password|passwd|secret|token|api[_-]?key)\b\s*[:=]\s*[\"']?[A-Za-z0-9+/_\-]{16,}"
     ),
@@ -900,3 +912,107 @@ def test_object_storage_overlay_reads_the_repository_url_and_has_no_volume() -> 
     tmp = {v["name"]: v for v in pod["volumes"]}["tmp"]["emptyDir"]
     assert _quantity_bytes(tmp["sizeLimit"]) >= 4 * 2**30, "Triton copies the repository into /tmp"
     assert int(triton["resources"]["limits"]["nvidia.com/gpu"]) == 1, "still the GPU deployment"
+
+
+# ------------------------------------------------------------------ the CPU deployment serves the one-step ner
+
+
+def _cpus(quantity: str) -> int:
+    """CPUs of a Kubernetes quantity, rounded up as resourceFieldRef with divisor 1 rounds it ("3500m" -> 4)."""
+    text = str(quantity)
+    return math.ceil(int(text[:-1]) / 1000) if text.endswith("m") else math.ceil(float(text))
+
+
+def check_one_step_ner_per_cpu(deployment: dict[str, Any], repository: Path, view: Path) -> int:
+    """The server of ``deployment``, started as Kubernetes starts it on a python-layout repository (the one the
+    build writes, `ner` = the one-step python model): the entrypoint gives `ner` one instance per CPU of the
+    container's limit, which equals its request. Returns that count."""
+    from ner_triton.repository.model_configs import RepositorySettings, parse_pbtxt
+    from ner_triton.repository.render import write_configs
+    from ner_triton.serving.entrypoint import rewrite_command
+    from ner_triton.variants import Layout
+
+    triton = _triton(deployment)
+    assert triton["command"] == ENTRYPOINT
+    resources = triton["resources"]
+    assert resources["requests"]["cpu"] == resources["limits"]["cpu"], "one whole CPU per instance"
+    env = {e["name"]: e for e in triton["env"]}
+    ref = env["NER_INSTANCES"]["valueFrom"]["resourceFieldRef"]
+    assert ref == {"containerName": "triton", "resource": "limits.cpu", "divisor": "1"}
+    count = _cpus(resources["limits"]["cpu"])
+
+    write_configs(RepositorySettings(ner_instances=None), repository, Layout.PYTHON)  # as written elsewhere: 2
+    values = {"MODEL_REPOSITORY": str(repository), "TRITON_ADMIN_KEY": "k"}
+    args = [re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)], a) for a in triton["args"]]
+    command = rewrite_command([*ENTRYPOINT[3:], *args], {"NER_INSTANCES": str(count), "NER_REPOSITORY_VIEW": str(view)})
+    served = Path(next(a for a in command if a.startswith("--model-repository=")).split("=", 1)[1])
+    ner = parse_pbtxt((served / "ner" / "config.pbtxt").read_text())
+    assert ner.backend == "python" and not ner.HasField("ensemble_scheduling"), "`ner` is the one-step python model"
+    assert ner.instance_group[0].count == count
+    return count
+
+
+def test_cpu_overlay_serves_the_one_step_ner_per_cpu(tmp_path: Path) -> None:
+    """Issue 21: kustomize's cpu overlay runs the python layout's `ner` with one instance per CPU of the pod."""
+    deployment = _one(_render("overlays/cpu"), "Deployment", DEPLOYMENT)
+    assert check_one_step_ner_per_cpu(deployment, tmp_path / "models", tmp_path / "view") == 4
+    # The HPA scales pods of that size; the capacity planner plans them with --instances (docs/scaling.md).
+    assert _one(_render("overlays/cpu"), "HorizontalPodAutoscaler", DEPLOYMENT)["spec"]["minReplicas"] >= 1
+
+
+def test_cloud_metadata_egress_is_opt_in() -> None:
+    """Finding 1 of issue 21: object storage gets DNS + HTTPS; the metadata endpoints only with the component."""
+    plain = _one(_render(f"overlays/{OBJECT_STORAGE}"), "NetworkPolicy", DEPLOYMENT)["spec"]["egress"]
+    assert not any("to" in rule for rule in plain)
+    assert {p["port"] for rule in plain for p in rule["ports"]} == {53, 443}
+    metadata = _yaml_docs(K8S / "components" / "cloud-metadata" / "networkpolicy.yaml")[0]["spec"]["egress"]
+    cidrs = {b["ipBlock"]["cidr"] for rule in metadata for b in rule.get("to", [])}
+    assert cidrs == {"169.254.169.254/32", "169.254.170.23/32", "fd00:ec2::23/128"}
+    assert metadata[:2] == plain, "the component keeps DNS and HTTPS"
+
+
+def test_tls_overlay_serves_grpc_over_tls_and_the_rollout_verifies_it() -> None:
+    """Issue 20: gRPC over TLS from the Secret ner-triton-tls (Triton's own --grpc-use-ssl); the rollout Job checks
+    the pods' certificate with the Secret's CA, so the admin key never travels in clear."""
+    docs = _render("overlays/cpu-tls")
+    deployment = _one(docs, "Deployment", DEPLOYMENT)
+    triton = _triton(deployment)
+    args = triton["args"]
+    assert args[: len(REQUIRED_ARGS)] == list(_triton(_one(_render("overlays/cpu"), "Deployment", DEPLOYMENT))["args"])
+    assert args[len(REQUIRED_ARGS) :] == [
+        "--grpc-use-ssl=true",
+        "--grpc-server-cert=/tls/tls.crt",
+        "--grpc-server-key=/tls/tls.key",
+    ]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "ner-triton-tls"
+    assert {"name": "tls", "mountPath": "/tls", "readOnly": True} in triton["volumeMounts"]
+    for service in ("ner-triton", "ner-triton-headless"):
+        grpc = next(p for p in _one(docs, "Service", service)["spec"]["ports"] if p["name"] == "grpc")
+        assert grpc.get("appProtocol") != "kubernetes.io/h2c", "TLS is not cleartext HTTP/2"
+    (job,) = _render("rollout-tls")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert "--root-certificates=/tls/ca.crt" in container["command"]
+    assert "--tls-server-name=ner-triton.ner.svc" in container["command"]
+    secret = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")["secret"]
+    assert secret["items"] == [{"key": "ca.crt", "path": "ca.crt"}], "the Job gets the CA, not the server's key"
+
+
+@pytest.mark.parametrize("name", ["client-pod.yaml", "writer-pod.yaml"])
+def test_tool_pods_meet_the_restricted_pod_security_standard(name: str) -> None:
+    """Finding 2 of issue 21: `kubectl run` pods are refused in `ner` (restricted); these are admitted: the
+    checks of the restricted profile (non-root, no escalation, all capabilities dropped, RuntimeDefault seccomp)."""
+    (pod,) = _yaml_docs(K8S / "tools" / name)
+    _validate_builtin(pod)
+    spec = pod["spec"]
+    assert pod["metadata"]["namespace"] == NAMESPACE
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    for container in spec["containers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+        assert not sc["capabilities"].get("add") and not sc.get("privileged")
+        assert ":" in container["image"] and not container["image"].endswith(":latest")
+    assert all("hostPath" not in v for v in spec.get("volumes", []))
+    if name == "client-pod.yaml":
+        assert pod["metadata"]["labels"]["ner-triton/client"] == "true", "let through by the NetworkPolicy"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ner_triton.errors import ConfigError, EngineError
-from ner_triton.gpu.engine import export_gpu_repository
+from ner_triton.gpu.engine import check_writable, export_gpu_repository
 from ner_triton.gpu.manifest import MANIFEST_FILE, EngineManifest, check_compatible
 from ner_triton.repository.model_configs import (
     RepositorySettings,
@@ -256,3 +256,12 @@ def test_gpu_export_is_refused_when_the_tensorrt_form_failed_the_gate(tiny_build
     with pytest.raises(QualityGateError, match=r"onnx_int8_trt lost 1\.50 F1 points \(gate 1\.0\)"):
         export_gpu_repository(artifacts, tmp_path / "gpu", EngineSettings(), never)
     assert not (tmp_path / "gpu").exists()
+
+
+def test_engine_refuses_an_unwritable_repository_before_building(tmp_path: Path) -> None:
+    """Finding 3 of issue 21: the error names the fix (create the bind mount first, run as its owner)."""
+    check_writable(tmp_path / "model_repository_gpu")  # created when missing
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match=r"mkdir -p model_repository_gpu && docker run --user"):
+        check_writable(blocker / "model_repository_gpu")

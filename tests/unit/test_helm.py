@@ -26,6 +26,7 @@ from test_deploy import (  # noqa: E402  (after the skip: the same helpers and s
     _check_crd,
     _render,
     _tool,
+    check_one_step_ner_per_cpu,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +38,7 @@ VARIANTS = {
     "gpu": ["values-gpu.yaml"],
     "keda": ["values-gpu.yaml", "values-keda.yaml"],
     "gpu-object-storage": ["values-gpu.yaml", "values-object-storage.yaml"],
+    "cpu-tls": ["values-tls.yaml"],
 }
 HELM_LABELS = {
     "app.kubernetes.io/instance",
@@ -65,7 +67,8 @@ def _values(files: list[str], extra: dict[str, Any] | None = None) -> dict[str, 
 def render(files: list[str], extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     with helm.Chart.load(str(CHART)) as chart:
         manifests = chart.render(_values(files, extra), name="ner", namespace=NAMESPACE, is_install=True)
-    return [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
+    objects = (text for name, text in manifests.items() if not name.endswith("NOTES.txt"))  # NOTES: text for people
+    return [doc for text in objects for doc in yaml.safe_load_all(text) if doc]
 
 
 def _sort_named(node: Any) -> Any:
@@ -123,11 +126,12 @@ def test_chart_renders_the_same_objects_as_the_overlay(variant: str) -> None:
         assert chart[key] == obj, f"{variant}: {key} differs:\nhelm:      {chart[key]}\nkustomize: {obj}"
 
 
-def test_chart_rollout_hook_is_the_rollout_job() -> None:
+@pytest.mark.parametrize(("files", "rollout"), [([], "rollout"), (["values-tls.yaml"], "rollout-tls")])
+def test_chart_rollout_hook_is_the_rollout_job(files: list[str], rollout: str) -> None:
     _tool("kubectl")
-    (hook,) = [d for d in render([]) if HOOK in d["metadata"].get("annotations", {})]
+    (hook,) = [d for d in render(files) if HOOK in d["metadata"].get("annotations", {})]
     assert hook["metadata"]["annotations"][HOOK] == "post-upgrade"
-    (job,) = _render("rollout")
+    (job,) = _render(rollout)
     assert normalize(hook) == normalize(job)
 
 
@@ -179,3 +183,49 @@ def test_chart_refuses_bad_values_by_name(extra: dict[str, Any], message: str) -
 def test_chart_without_network_policy_or_hook() -> None:
     kinds = {d["kind"] for d in render([], {"networkPolicy": {"enabled": False}, "rollout": {"onUpgrade": False}})}
     assert "NetworkPolicy" not in kinds and "Job" not in kinds and "Deployment" in kinds
+
+
+def test_chart_defaults_serve_the_one_step_ner_per_cpu(tmp_path: Path) -> None:
+    """Issue 21: the Helm defaults run the python layout's `ner` with one instance per CPU of the pod; the
+    `instances` value sets the count instead; no replica count beside the autoscaler (finding 10)."""
+    deployment = next(d for d in render([]) if d["kind"] == "Deployment")
+    assert check_one_step_ner_per_cpu(deployment, tmp_path / "models", tmp_path / "view") == 4
+    assert "replicas" not in deployment["spec"]
+    fixed = next(d for d in render([], {"instances": 3, "autoscaling": {"mode": "none"}}) if d["kind"] == "Deployment")
+    env = {e["name"]: e for e in fixed["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["NER_INSTANCES"] == {"name": "NER_INSTANCES", "value": "3"}
+    assert fixed["spec"]["replicas"] == 2
+
+
+def test_chart_service_account_and_metadata_egress_are_values() -> None:
+    """Finding 1 of issue 21: a ServiceAccount for workload-identity annotations; metadata egress opt-in, the same
+    rule as deploy/k8s/components/cloud-metadata."""
+    annotations = {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/ner"}
+    docs = render(["values-object-storage.yaml"], {"serviceAccount": {"annotations": annotations}})
+    account = next(d for d in docs if d["kind"] == "ServiceAccount")
+    assert account["metadata"]["annotations"] == annotations and account["automountServiceAccountToken"] is False
+    egress = next(d for d in docs if d["kind"] == "NetworkPolicy")["spec"]["egress"]
+    assert not any("to" in rule for rule in egress)
+    opened = render(["values-object-storage.yaml"], {"networkPolicy": {"cloudMetadataEgress": True}})
+    egress = next(d for d in opened if d["kind"] == "NetworkPolicy")["spec"]["egress"]
+    component = yaml.safe_load((ROOT / "deploy/k8s/components/cloud-metadata/networkpolicy.yaml").read_text())
+    assert egress == component["spec"]["egress"]
+
+
+def test_chart_tells_helm_to_wait_for_the_rollout_hook() -> None:
+    """Finding 7 of issue 21: the hook may run rollout.deadlineSeconds; `helm upgrade` waits 5 min by default.
+    The chart's notes and every `helm upgrade` in the docs give a --timeout longer than the deadline."""
+    with helm.Chart.load(str(CHART)) as chart:
+        manifests = chart.render(_values([]), name="ner", namespace=NAMESPACE, is_install=True)
+    (notes,) = [text for name, text in manifests.items() if name.endswith("NOTES.txt")]
+    deadline = yaml.safe_load((CHART / "values.yaml").read_text())["rollout"]["deadlineSeconds"]
+    (hook,) = [d for d in render([]) if HOOK in d["metadata"].get("annotations", {})]
+    assert hook["spec"]["activeDeadlineSeconds"] == deadline
+    timeouts = [int(m) for m in re.findall(r"--timeout (\d+)m", notes)]
+    assert timeouts and all(60 * t > deadline for t in timeouts), notes
+    docs = [*(ROOT / "docs").glob("*.md"), *(ROOT / "deploy").rglob("README.md")]
+    for path in docs:
+        text = path.read_text(encoding="utf-8").replace("\\\n", " ")  # shell continuation lines joined
+        for command in re.findall(r"helm upgrade (?:--install )?\w+ \S*deploy/helm[^\n]*", text):
+            found = re.search(r"--timeout (\d+)m", command)
+            assert found and 60 * int(found.group(1)) > deadline, f"{path.name}: {command!r} needs --timeout"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,8 @@ def test_command_reads_a_data_directory(conll_dir: Path, tmp_path: Path) -> None
 def test_remote_mode_only_measures() -> None:
     config = analyzer_config(AnalyzerSettings("/models", "/in.json", launch_mode="remote", grpc_endpoint="h:8001"))
     assert config["triton_grpc_endpoint"] == "h:8001" and config["run_config_search_disable"] is True
+    # Finding 4 of issue 21: never load/unload models on the running (production) server.
+    assert config["reload_model_disable"] is True
     assert "run_config_search_mode" not in config and "triton_docker_image" not in config
     with pytest.raises(ConfigError):
         AnalyzerSettings("/m", "/i", launch_mode="kubernetes")
@@ -82,7 +85,8 @@ def _model_analyzer_parse(config: Path, tmp_path: Path) -> subprocess.CompletedP
         "_, c = get_cli_and_config_options()\n"
         "print(json.dumps({'mode': c.run_config_search_mode, 'launch': c.triton_launch_mode,\n"
         "  'models': [m.model_name() for m in c.profile_models],\n"
-        "  'flags': [m.perf_analyzer_flags() for m in c.profile_models], 'image': c.triton_docker_image}))\n"
+        "  'flags': [m.perf_analyzer_flags() for m in c.profile_models], 'image': c.triton_docker_image,\n"
+        "  'reload_model_disable': c.reload_model_disable}))\n"
     )
     env = {**os.environ, "PATH": f"{stand_in.parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
@@ -103,6 +107,17 @@ def test_model_analyzer_parses_the_generated_config(tmp_path: Path) -> None:
     assert parsed["image"] == AnalyzerSettings.docker_image
 
 
+def test_model_analyzer_reads_remote_mode_as_measure_only(tmp_path: Path) -> None:
+    out = tmp_path / "perf"
+    repository = str(ROOT / "model_repository")
+    args = ["--data", str(SENTENCES), "--output", str(out), "--max-texts", "10", "--model-repository", repository]
+    assert main([*args, "--launch-mode", "remote", "--grpc-endpoint", "127.0.0.1:8001"]) == 0
+    done = _model_analyzer_parse(out / ANALYZER_FILE, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    parsed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert parsed["launch"] == "remote" and parsed["reload_model_disable"] is True
+
+
 def test_model_analyzer_rejects_a_misspelt_key(tmp_path: Path) -> None:
     """The parser used above does refuse configs: the test of ours can fail."""
     out = tmp_path / "perf"
@@ -115,3 +130,10 @@ def test_model_analyzer_rejects_a_misspelt_key(tmp_path: Path) -> None:
     config.write_text(config.read_text().replace("perf_analyzer_flags:", "perf_analyser_flags:"))
     done = _model_analyzer_parse(config, tmp_path)
     assert done.returncode != 0 and "profile_models" in done.stdout + done.stderr
+
+
+def test_docs_never_ask_perf_analyzer_for_a_multiplicative_step() -> None:
+    """Finding 5 of issue 21: perf_analyzer's --concurrency-range START:END:STEP adds STEP; `2x` would be read as 2."""
+    for path in [*(ROOT / "docs").glob("*.md"), *(ROOT / "deploy").rglob("*.md")]:
+        for found in re.findall(r"--concurrency-range[ =](\S+)", path.read_text(encoding="utf-8")):
+            assert not re.search(r"[xX*]", found), f"{path.name}: --concurrency-range {found}"

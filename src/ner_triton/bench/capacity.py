@@ -14,7 +14,14 @@ replicas; the plan is the smallest N whose p99 meets the SLO. The model assumes 
 cores; the local multi-replica mode shares 2 cores, where more replicas add no capacity
 (`ner-replicas measure` shows it, `--check` compares model and measurement).
 
+A replica in a cluster runs one instance of the one-step ``ner`` per CPU of its limit (``NER_INSTANCES``,
+docs/scaling.md), and this model scales by instances: on a 16-core Xeon 1, 4, 8 and 16 instances served 490, 2,002,
+3,495 and 6,566 sent/s (16 instances: 13.4x one). ``--instances`` plans for replicas of that many instances from a
+curve measured with ``--measured-instances`` (the committed repository's count, which ``make bench`` serves): the
+curve is scaled as that many copies side by side - linear, an upper bound (13.4/16 = 84% of it at 16 on the Xeon).
+
     ner-capacity --rate 1000 --slo-p99-ms 100                 # from benchmarks/results/latest.json
+    ner-capacity --rate 5000 --slo-p99-ms 200 --instances 4   # replicas of 4 CPUs / 4 instances each
     ner-capacity --check benchmarks/replicas/report.json      # predicted vs measured p99, local replicas
 """
 
@@ -37,6 +44,7 @@ import numpy as np
 from ner_triton.cli import Command
 from ner_triton.client import AsyncNerClient
 from ner_triton.errors import ConfigError, NerTritonError
+from ner_triton.repository.model_configs import RepositorySettings
 
 LN100 = math.log(100.0)
 
@@ -67,6 +75,15 @@ class Curve:
         if "counts" in data and "1" in data["counts"]:
             return cls.from_runs(data["counts"]["1"]["closed_loop"])
         raise ConfigError(f"{path} is neither a bench report nor a replicas report.")
+
+    def scaled(self, factor: float) -> Curve:
+        """A replica with ``factor`` times the instances: as many copies of the measured one side by side
+        (``factor * n`` requests inside run at ``factor`` times the throughput, at the same latency)."""
+        if factor <= 0:
+            raise ConfigError(
+                f"instance ratio {factor} must be positive: give --instances and --measured-instances >= 1."
+            )
+        return Curve(tuple((max(1, round(c * factor)), x * factor, p) for c, x, p in self.points))
 
     @property
     def peak_rps(self) -> float:
@@ -239,6 +256,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--curve", type=Path, default=Path("benchmarks/results/latest.json"))
     parser.add_argument("--peer", default="triton_ner_grpc", help="peer of a bench report to plan for")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        help="`ner` instances per planned replica (its pod's CPUs, NER_INSTANCES; default: as measured)",
+    )
+    parser.add_argument(
+        "--measured-instances",
+        type=int,
+        default=RepositorySettings(ner_instances=None).batching.instances,
+        help="`ner` instances of the server the curve was measured on (default: the committed repository's)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -249,10 +277,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.rate is None or args.slo_p99_ms is None:
         args.parser.error("--rate and --slo-p99-ms are required (or --check REPORT)")
     curve = Curve.load(args.curve, args.peer)
+    if args.instances is not None:
+        curve = curve.scaled(args.instances / args.measured_instances)
     best = plan(curve, args.rate, args.slo_p99_ms)
     if args.json:
         print(json.dumps(best.as_dict(), indent=2))
         return 0
+    if args.instances is not None:
+        print(f"replicas of {args.instances} instances, scaled from {args.measured_instances} as measured (linear)")
     print(f"one replica ({args.curve}): peak {curve.peak_rps:.1f} sent/s, unloaded p99 {curve.unloaded_p99_ms} ms")
     print(f"per replica: at most {best.max_rps_per_replica} sent/s under p99 {args.slo_p99_ms:g} ms (Poisson arrivals)")
     print(f"-> {best.replicas} replicas for {args.rate:g} sent/s\n")

@@ -105,9 +105,12 @@ def analyzer_config(s: AnalyzerSettings) -> dict[str, Any]:
         config["triton_docker_image"] = s.docker_image
         config["triton_docker_shm_size"] = "1G"
     if s.launch_mode == "remote":
-        # Remote: the server is already running; Model Analyzer only measures, it cannot change configs.
+        # Remote: the server is already running; Model Analyzer only measures, it cannot change configs - and must
+        # not load or unload models there (without reload_model_disable it does: refused by the admin key, or,
+        # on a server without one, unloading production's `ner`).
         config["triton_grpc_endpoint"] = s.grpc_endpoint
         config["run_config_search_disable"] = True
+        config["reload_model_disable"] = True
         config["concurrency"] = [1, 2, 4, 8, 16, 32, 64]
         del config["run_config_search_mode"]
     return config

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -160,6 +161,27 @@ def build_engine(
     return manifest
 
 
+def check_writable(repository: Path) -> None:
+    """Fail before a build of minutes when ``repository`` cannot be written (finding 3 of issue 21: a host bind
+    mount that did not exist is created by dockerd as root, and the engine image runs as uid 1000)."""
+    probe = repository / f".write-check-{os.getpid()}"
+    try:
+        repository.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        owner = ""
+        if repository.exists():
+            st = repository.stat()
+            owner = f", owned by uid {st.st_uid} gid {st.st_gid}"
+        raise ConfigError(
+            f"cannot write the model repository {repository} as uid {os.getuid()} ({exc.strerror or exc}{owner}). "
+            "A bind mount that does not exist yet is created by dockerd as root: create it first and run as its "
+            'owner (`mkdir -p model_repository_gpu && docker run --user "$(id -u):$(id -g)" ...`), or use the '
+            "compose named volume (`docker compose --profile gpu run --rm engine`)."
+        ) from exc
+
+
 def export_gpu_repository(
     artifacts: Path,
     repository: Path,
@@ -179,6 +201,7 @@ def export_gpu_repository(
     if not source.is_file():
         raise ModelLoadError(f"{source} is missing; run `make build` (it writes the TensorRT INT8 form).")
     check_report(artifacts / REPORT_JSON, TRT)
+    check_writable(repository)
     step = repository / TRT.triton_name
     step.mkdir(parents=True, exist_ok=True)
     staging = step / ".staging-1"

@@ -1,4 +1,4 @@
-"""The Locust user: one gRPC channel per user, the ``ner`` ensemble, every call recorded.
+"""The Locust user: one gRPC channel per user (plain or TLS, with headers: .transport), ``ner``, every call recorded.
 
 Import this module only inside Locust (gevent): it initialises gRPC for gevent before any channel
 exists, as gRPC's blocking calls would otherwise stall the whole worker.
@@ -21,10 +21,11 @@ import gevent  # noqa: E402
 import grpc  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 
-from ner_triton.client import channel_args, channel_connected, status_code, text_inputs, text_rank, translate_error  # noqa: E402
+from ner_triton.client import channel_connected, status_code, text_inputs, text_rank, translate_error  # noqa: E402
 from ner_triton.loadtest import metrics  # noqa: E402
 from ner_triton.loadtest.slo import Slo, check  # noqa: E402
 from ner_triton.loadtest.texts import TextPool  # noqa: E402
+from ner_triton.loadtest.transport import Transport, add_arguments  # noqa: E402
 from ner_triton.schema import ENSEMBLE, ENTITIES  # noqa: E402
 from ner_triton.settings import default_data  # noqa: E402
 
@@ -51,6 +52,7 @@ def _arguments(parser: Any) -> None:
     parser.add_argument("--slo-error-rate", type=float, default=Slo.max_error_rate)
     parser.add_argument("--triton-metrics-url", default="", help="e.g. http://127.0.0.1:8002/metrics")
     parser.add_argument("--report-prefix", default="", help="write <prefix>_report.{json,md} at the end")
+    add_arguments(parser)
 
 
 def _pool(environment: Any) -> TextPool:
@@ -107,7 +109,8 @@ class NerGrpcUser(User):
         opts = self.environment.parsed_options
         self.model, self.timeout_s, self.document_share = opts.ner_model, opts.timeout_s, opts.document_share
         self.url = self.environment.host or self.host
-        self.client = grpcclient.InferenceServerClient(self.url, channel_args=channel_args())
+        self.transport = Transport.from_options(opts)  # TLS and headers, as NerClient takes them
+        self.client = grpcclient.InferenceServerClient(**self.transport.client_kwargs(self.url))
         self.rank: int | None = None  # TEXT rank of the model (1: ensemble, 2: the batching one-step ``ner``)
         self.pool = _pool(self.environment)
         self.rng = random.Random()
@@ -124,9 +127,12 @@ class NerGrpcUser(User):
         error: Exception | None = None
         try:
             if self.rank is None:
-                self.rank = text_rank(self.client.get_model_metadata(self.model, as_json=True))
+                headers = self.transport.call_headers
+                self.rank = text_rank(self.client.get_model_metadata(self.model, headers=headers, as_json=True))
             inputs = text_inputs(grpcclient, [text], self.rank)
-            result = self.client.infer(self.model, inputs, client_timeout=self.timeout_s)
+            result = self.client.infer(
+                self.model, inputs, client_timeout=self.timeout_s, headers=self.transport.call_headers
+            )
             size = sum(len(x) for x in result.as_numpy(ENTITIES).reshape(-1))
         except grpcclient.InferenceServerException as exc:
             # a message that names the fix; UNAVAILABLE is "shed" when the channel is up, "no server" when not

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from ner_triton.cpus import instances_from_env
 from ner_triton.errors import ConfigError
 from ner_triton.runtime.limits import Limits
 from ner_triton.schema import (
@@ -98,6 +99,10 @@ class RepositorySettings:
     # Python layout only: run the BERT steps like Triton's C++ backends (no ragged batches; the tokenizer pads
     # to ``buckets``), to measure the equal-shape path on this server (tests/integration/test_equal_shapes.py).
     equal_shapes: bool = False
+    # Instances of the one-step ``ner`` (python layout): ``NER_INSTANCES`` when set (``auto``: one per CPU this
+    # process may use, ner_triton.cpus), else ``batching.instances``. Unset, the committed files stay
+    # machine-independent; a container's entrypoint sets the count for its own CPUs (serving/entrypoint.py).
+    ner_instances: int | None = field(default_factory=instances_from_env)
 
     @property
     def served(self) -> Variant:
@@ -295,7 +300,9 @@ def fused_config(s: RepositorySettings) -> mc.ModelConfig:
     cfg.output.append(_out(ENTITIES, mc.TYPE_STRING, [1]))
     cfg.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_us
     _queue_policy(cfg, b)
-    cfg.instance_group.append(mc.ModelInstanceGroup(count=b.instances, kind=mc.ModelInstanceGroup.KIND_CPU))
+    cfg.instance_group.append(
+        mc.ModelInstanceGroup(count=s.ner_instances or b.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
+    )
     _params(
         cfg,
         {
@@ -351,3 +358,16 @@ def to_pbtxt(cfg: mc.ModelConfig) -> str:
 
 def parse_pbtxt(text: str) -> mc.ModelConfig:
     return text_format.Parse(text, mc.ModelConfig())
+
+
+def with_instances(cfg: mc.ModelConfig, count: int) -> mc.ModelConfig:
+    """A copy of a CPU model's config with ``count`` instances (its one CPU instance group)."""
+    groups = list(cfg.instance_group)
+    if len(groups) != 1 or groups[0].kind not in (mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_AUTO):
+        raise ConfigError(f"{cfg.name}: only a model with one CPU instance group takes an instance count.")
+    if count < 1:
+        raise ConfigError(f"{cfg.name}: instance count {count} must be >= 1.")
+    out = mc.ModelConfig()
+    out.CopyFrom(cfg)
+    out.instance_group[0].count = count
+    return out

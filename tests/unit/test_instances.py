@@ -1,0 +1,177 @@
+"""Instances follow the CPUs: the cgroup/affinity detection (fake cgroup trees in tmp_path), NER_INSTANCES, the
+repository writer's count and the container entrypoint's view of a read-only repository."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ner_triton.cpus import available_cpus, cgroup_cpu_quota, instance_count, instances_from_env, parse_instances
+from ner_triton.errors import ConfigError
+from ner_triton.repository.model_configs import RepositorySettings, fused_config, parse_pbtxt, to_pbtxt
+from ner_triton.repository.render import write_configs
+from ner_triton.serving.entrypoint import fused_instances, rewrite_command, served_repository
+from ner_triton.variants import Layout
+
+
+def _v2(tmp_path: Path, cpu_max: dict[str, str], self_path: str = "/") -> tuple[Path, Path]:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    for rel, value in cpu_max.items():
+        d = root / rel.strip("/") if rel.strip("/") else root
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cpu.max").write_text(value + "\n")
+    proc = tmp_path / "proc_cgroup"
+    proc.write_text(f"0::{self_path}\n")
+    return root, proc
+
+
+def _v1(tmp_path: Path, quota: int, period: int = 100000, mount: str = "cpu,cpuacct") -> tuple[Path, Path]:
+    root = tmp_path / "cgroup"
+    d = root / mount / "docker" / "abc"
+    d.mkdir(parents=True)
+    (d / "cpu.cfs_quota_us").write_text(f"{quota}\n")
+    (d / "cpu.cfs_period_us").write_text(f"{period}\n")
+    (root / mount / "cpu.cfs_quota_us").write_text("-1\n")
+    (root / mount / "cpu.cfs_period_us").write_text("100000\n")
+    proc = tmp_path / "proc_cgroup"
+    proc.write_text("12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n1:name=systemd:/docker/abc\n")
+    return root, proc
+
+
+def test_cgroup_v2_quota_rounds_up_and_caps_the_affinity(tmp_path: Path) -> None:
+    root, proc = _v2(tmp_path, {"/": "350000 100000"})  # limits.cpu: 3500m in a container's own namespace
+    assert cgroup_cpu_quota(root, proc) == pytest.approx(3.5)
+    assert available_cpus(root, proc, affinity=16) == 4
+    assert available_cpus(root, proc, affinity=2) == 2  # --cpuset-cpus narrower than the quota
+
+
+def test_cgroup_v2_unlimited_falls_back_to_affinity(tmp_path: Path) -> None:
+    root, proc = _v2(tmp_path, {"/": "max 100000"})
+    assert cgroup_cpu_quota(root, proc) is None
+    assert available_cpus(root, proc, affinity=6) == 6
+
+
+def test_cgroup_v2_takes_the_tightest_ancestor(tmp_path: Path) -> None:
+    root, proc = _v2(
+        tmp_path,
+        {"/kubepods.slice": "200000 100000", "/kubepods.slice/pod1/ctr": "max 100000"},
+        "/kubepods.slice/pod1/ctr",
+    )
+    assert available_cpus(root, proc, affinity=64) == 2
+
+
+def test_cgroup_v2_fraction_below_one_cpu_is_one_instance(tmp_path: Path) -> None:
+    root, proc = _v2(tmp_path, {"/": "50000 100000"})
+    assert available_cpus(root, proc, affinity=8) == 1
+
+
+@pytest.mark.parametrize("mount", ["cpu,cpuacct", "cpu"])
+def test_cgroup_v1_quota(tmp_path: Path, mount: str) -> None:
+    root, proc = _v1(tmp_path, quota=300000, mount=mount)
+    assert available_cpus(root, proc, affinity=16) == 3
+
+
+def test_cgroup_v1_unlimited(tmp_path: Path) -> None:
+    root, proc = _v1(tmp_path, quota=-1)
+    assert available_cpus(root, proc, affinity=5) == 5
+
+
+def test_no_cgroup_files_means_affinity(tmp_path: Path) -> None:
+    assert available_cpus(tmp_path / "none", tmp_path / "none", affinity=3) == 3
+
+
+def test_this_machine_reports_at_least_one_cpu() -> None:
+    assert 1 <= available_cpus() <= (os.cpu_count() or 1)
+
+
+def test_ner_instances_setting() -> None:
+    assert parse_instances("4") == 4
+    assert parse_instances("auto") is None and parse_instances("") is None
+    assert instances_from_env({}) is None
+    assert instances_from_env({"NER_INSTANCES": "7"}) == 7
+    assert instances_from_env({"NER_INSTANCES": "auto"}) == available_cpus()
+    assert instance_count({}) == available_cpus()
+    for bad in ("0", "-2", "four", "1.5"):
+        with pytest.raises(ConfigError, match=r"NER_INSTANCES=.*must be a whole number"):
+            parse_instances(bad)
+
+
+def test_repository_writer_applies_ner_instances_only_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NER_INSTANCES", raising=False)
+    default = fused_config(RepositorySettings())
+    assert default.instance_group[0].count == RepositorySettings().batching.instances  # committed files unchanged
+    monkeypatch.setenv("NER_INSTANCES", "6")
+    assert fused_config(RepositorySettings()).instance_group[0].count == 6
+
+
+@pytest.fixture
+def repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A python-layout repository (configs as ner-repository writes them, count 2), read-only like the mounts."""
+    monkeypatch.delenv("NER_INSTANCES", raising=False)
+    repo = write_configs(RepositorySettings(), tmp_path / "models", Layout.PYTHON)
+    (repo / "ner" / "1" / "model.onnx").write_bytes(b"weights")
+    for path in sorted(repo.rglob("*"), reverse=True):
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    yield repo
+    for path in [repo, *repo.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+def test_entrypoint_serves_a_view_with_the_count(repository: Path, tmp_path: Path) -> None:
+    view = tmp_path / "view"
+    command = ["tritonserver", f"--model-repository={repository}", "--model-control-mode=explicit"]
+    out = rewrite_command(command, {"NER_INSTANCES": "5", "NER_REPOSITORY_VIEW": str(view)})
+    assert out == ["tritonserver", f"--model-repository={view}", "--model-control-mode=explicit"]
+    cfg = parse_pbtxt((view / "ner" / "config.pbtxt").read_text())
+    assert cfg.instance_group[0].count == 5 and cfg.backend == "python"
+    # everything else is the mounted repository itself (links), the original untouched
+    assert (view / "ner" / "1").resolve() == (repository / "ner" / "1").resolve()
+    assert (view / "ner" / "1" / "model.onnx").read_bytes() == b"weights"
+    assert (view / "ner_preprocess").is_symlink()
+    assert fused_instances(repository) == 2
+    # the rest of the config is the repository's, field for field
+    original = parse_pbtxt((repository / "ner" / "config.pbtxt").read_text())
+    original.instance_group[0].count = 5
+    assert to_pbtxt(cfg) == to_pbtxt(original)
+
+
+def test_entrypoint_keeps_a_repository_that_already_has_the_count(repository: Path, tmp_path: Path) -> None:
+    command = ["tritonserver", "--model-repository", str(repository)]
+    assert rewrite_command(command, {"NER_INSTANCES": "2", "NER_REPOSITORY_VIEW": str(tmp_path / "v")}) == command
+    assert not (tmp_path / "v").exists()
+
+
+def test_entrypoint_leaves_ensembles_and_remote_repositories_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NER_INSTANCES", raising=False)
+    ngc = write_configs(RepositorySettings(), tmp_path / "ngc", Layout.ONNXRUNTIME)
+    assert fused_instances(ngc) is None
+    assert served_repository(ngc, 8, tmp_path / "v") == ngc
+    remote = ["tritonserver", "--model-repository=s3://bucket/ner"]
+    assert rewrite_command(remote, {"NER_INSTANCES": "3"}) == remote
+
+
+def test_entrypoint_refuses_a_view_inside_the_repository(repository: Path) -> None:
+    with pytest.raises(ConfigError, match="NER_REPOSITORY_VIEW"):
+        served_repository(repository, 4, repository / "view")
+
+
+def test_entrypoint_imports_light_in_a_fresh_interpreter() -> None:
+    """The server image has no torch or transformers: the entrypoint must not load them (nor the build)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ner_triton.serving.entrypoint\n"
+        "heavy = [m for m in ('torch', 'transformers', 'tqdm', 'seqeval', 'ner_triton.pipeline') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout
