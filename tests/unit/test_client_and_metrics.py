@@ -25,6 +25,7 @@ from ner_triton.errors import (
     ConfigError,
     DataError,
     DeadlineExceededError,
+    InputRejectedError,
     InvalidInputError,
     OverloadedError,
     RequestRejectedError,
@@ -73,7 +74,7 @@ def test_backoff_grows_and_is_capped_with_jitter() -> None:
         ("StatusCode.RESOURCE_EXHAUSTED", None, OverloadedError, "add capacity"),
         ("StatusCode.DEADLINE_EXCEEDED", None, DeadlineExceededError, "raise the timeout"),
         ("StatusCode.NOT_FOUND", None, RequestRejectedError, "check the model name"),
-        ("StatusCode.INVALID_ARGUMENT", None, RequestRejectedError, "text 0 is empty"),
+        ("StatusCode.INVALID_ARGUMENT", None, InputRejectedError, "text 0 is empty"),
         ("StatusCode.UNAUTHENTICATED", None, AccessDeniedError, "credentials"),
         ("StatusCode.PERMISSION_DENIED", None, AccessDeniedError, "credentials"),
         ("StatusCode.INTERNAL", None, RequestRejectedError, "server's log"),
@@ -95,7 +96,7 @@ def test_the_message_text_does_not_decide_the_error(message: str) -> None:
     }
     assert kinds == {
         "StatusCode.UNAVAILABLE": OverloadedError,
-        "StatusCode.INVALID_ARGUMENT": RequestRejectedError,
+        "StatusCode.INVALID_ARGUMENT": InputRejectedError,
         "StatusCode.DEADLINE_EXCEEDED": DeadlineExceededError,
     }
 

@@ -326,6 +326,7 @@ def test_cpu_profile_serves_the_one_step_ner_per_cpu(instances: str | None, tmp_
     (NER_INSTANCES; default auto: the CPUs the container may use), and the server starts on it unchanged."""
     from ner_triton.cpus import available_cpus
     from ner_triton.repository.model_configs import parse_pbtxt
+    from ner_triton.runtime.limits import Limits
     from ner_triton.serving.entrypoint import rewrite_command
 
     result = compose_config("cpu", {**ENV, **({"NER_INSTANCES": instances} if instances else {})})
@@ -339,7 +340,7 @@ def test_cpu_profile_serves_the_one_step_ner_per_cpu(instances: str | None, tmp_
     _write_repository(repository, {"NER_INSTANCES": writer["environment"]["NER_INSTANCES"]})
     ner = parse_pbtxt((repository / "ner" / "config.pbtxt").read_text())
     assert ner.backend == "python" and not ner.HasField("ensemble_scheduling"), "`ner` is the one-step python model"
-    assert ner.instance_group[0].count == want
+    assert ner.instance_group[0].count == want + Limits().bulk_slots  # one per CPU, one per bulk slot
     assert "ner_triton.runtime.adapters" in (repository / "ner" / "1" / "model.py").read_text()
 
     # The server image's entrypoint, then the compose command, on that repository: the counts agree, so Triton
@@ -351,7 +352,10 @@ def test_cpu_profile_serves_the_one_step_ner_per_cpu(instances: str | None, tmp_
     view = tmp_path / "view"
     out = rewrite_command(command, {"NER_INSTANCES": str(want + 1), "NER_REPOSITORY_VIEW": str(view)})
     assert f"--model-repository={view}" in out
-    assert parse_pbtxt((view / "ner" / "config.pbtxt").read_text()).instance_group[0].count == want + 1
+    assert (
+        parse_pbtxt((view / "ner" / "config.pbtxt").read_text()).instance_group[0].count
+        == want + 1 + Limits().bulk_slots
+    )
 
 
 def test_tls_override_adds_only_tls_to_the_servers(tmp_path: Path) -> None:

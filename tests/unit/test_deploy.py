@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from ner_triton.loadtest.metrics import COUNTERS
+from ner_triton.runtime.limits import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -948,7 +949,7 @@ def check_one_step_ner_per_cpu(deployment: dict[str, Any], repository: Path, vie
     served = Path(next(a for a in command if a.startswith("--model-repository=")).split("=", 1)[1])
     ner = parse_pbtxt((served / "ner" / "config.pbtxt").read_text())
     assert ner.backend == "python" and not ner.HasField("ensemble_scheduling"), "`ner` is the one-step python model"
-    assert ner.instance_group[0].count == count
+    assert ner.instance_group[0].count == count + Limits().bulk_slots  # one per CPU, one per bulk slot
     return count
 
 

@@ -14,6 +14,7 @@ from ner_triton.cpus import available_cpus, cgroup_cpu_quota, instance_count, in
 from ner_triton.errors import ConfigError
 from ner_triton.repository.model_configs import RepositorySettings, fused_config, parse_pbtxt, to_pbtxt
 from ner_triton.repository.render import write_configs
+from ner_triton.runtime.limits import Limits
 from ner_triton.serving.entrypoint import fused_instances, rewrite_command, served_repository
 from ner_triton.variants import Layout
 
@@ -105,9 +106,11 @@ def test_ner_instances_setting() -> None:
 def test_repository_writer_applies_ner_instances_only_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NER_INSTANCES", raising=False)
     default = fused_config(RepositorySettings())
-    assert default.instance_group[0].count == RepositorySettings().batching.instances  # committed files unchanged
+    # one instance per CPU plus one per bulk slot (runtime.limits): the committed files stay unchanged
+    bulk = Limits().bulk_slots
+    assert default.instance_group[0].count == RepositorySettings().batching.instances + bulk
     monkeypatch.setenv("NER_INSTANCES", "6")
-    assert fused_config(RepositorySettings()).instance_group[0].count == 6
+    assert fused_config(RepositorySettings()).instance_group[0].count == 6 + bulk
 
 
 @pytest.fixture
@@ -129,15 +132,15 @@ def test_entrypoint_serves_a_view_with_the_count(repository: Path, tmp_path: Pat
     out = rewrite_command(command, {"NER_INSTANCES": "5", "NER_REPOSITORY_VIEW": str(view)})
     assert out == ["tritonserver", f"--model-repository={view}", "--model-control-mode=explicit"]
     cfg = parse_pbtxt((view / "ner" / "config.pbtxt").read_text())
-    assert cfg.instance_group[0].count == 5 and cfg.backend == "python"
+    assert cfg.instance_group[0].count == 5 + Limits().bulk_slots and cfg.backend == "python"
     # everything else is the mounted repository itself (links), the original untouched
     assert (view / "ner" / "1").resolve() == (repository / "ner" / "1").resolve()
     assert (view / "ner" / "1" / "model.onnx").read_bytes() == b"weights"
     assert (view / "ner_preprocess").is_symlink()
-    assert fused_instances(repository) == 2
+    assert fused_instances(repository) == 2 + Limits().bulk_slots
     # the rest of the config is the repository's, field for field
     original = parse_pbtxt((repository / "ner" / "config.pbtxt").read_text())
-    original.instance_group[0].count = 5
+    original.instance_group[0].count = 5 + Limits().bulk_slots
     assert to_pbtxt(cfg) == to_pbtxt(original)
 
 

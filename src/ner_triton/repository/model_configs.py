@@ -300,9 +300,10 @@ def fused_config(s: RepositorySettings) -> mc.ModelConfig:
     cfg.output.append(_out(ENTITIES, mc.TYPE_STRING, [1]))
     cfg.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_us
     _queue_policy(cfg, b)
-    cfg.instance_group.append(
-        mc.ModelInstanceGroup(count=s.ner_instances or b.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
-    )
+    # one instance per CPU for the short requests, plus one per bulk slot: a large request in the bulk lane
+    # (runtime.limits) holds an instance for up to a second or two, never one of the CPUs' instances
+    count = (s.ner_instances or b.instances) + s.limits.bulk_slots
+    cfg.instance_group.append(mc.ModelInstanceGroup(count=count, kind=mc.ModelInstanceGroup.KIND_CPU))
     _params(
         cfg,
         {
@@ -358,6 +359,11 @@ def to_pbtxt(cfg: mc.ModelConfig) -> str:
 
 def parse_pbtxt(text: str) -> mc.ModelConfig:
     return text_format.Parse(text, mc.ModelConfig())
+
+
+def bulk_lane_instances(cfg: mc.ModelConfig) -> int:
+    """The instances the one-step ``ner`` has beyond one per CPU: one per bulk slot (:func:`fused_config`)."""
+    return int(cfg.parameters["bulk_slots"].string_value) if "bulk_slots" in cfg.parameters else 0
 
 
 def with_instances(cfg: mc.ModelConfig, count: int) -> mc.ModelConfig:

@@ -28,7 +28,7 @@ from pathlib import Path
 from ner_triton.cpus import INSTANCES_ENV, instance_count
 from ner_triton.errors import ConfigError
 from ner_triton.logs import setup_logging
-from ner_triton.repository.model_configs import parse_pbtxt, to_pbtxt, with_instances
+from ner_triton.repository.model_configs import bulk_lane_instances, parse_pbtxt, to_pbtxt, with_instances
 from ner_triton.schema import ENSEMBLE
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,13 @@ def repository_view(repository: Path, count: int, view: Path) -> Path:
 
 def served_repository(repository: Path, count: int, view: Path) -> Path:
     """The repository the server should read: ``repository`` itself when ``ner`` is not the python model or
-    already has ``count`` instances, else a view of it with that count (:func:`repository_view`)."""
+    already has ``count`` instances for its CPUs (plus its bulk-lane instances: ``bulk_lane_instances``), else a
+    view of it with that count (:func:`repository_view`)."""
     current = fused_instances(repository) if repository.is_dir() else None
-    if current is None or current == count:
+    if current is None:
+        return repository
+    count += bulk_lane_instances(parse_pbtxt((repository / ENSEMBLE / "config.pbtxt").read_text(encoding="utf-8")))
+    if current == count:
         return repository
     log.warning(
         "ner: %d instances in %s, %d wanted here (%s or the CPUs this container may use): serving a view with %d "
