@@ -18,7 +18,7 @@ DEMO_TRAIN_SENTENCES ?= 3000
 DEMO_EPOCHS ?= 2
 DEMO_MIN_STEPS ?= 0
 
-.PHONY: help setup build demo repository serve eval-served tune-batching prune-sweep bench loadtest stop replicas replicas-measure capacity engine gpu-check perf-inputs test test-fast lint format clean
+.PHONY: help setup build demo repository serve eval-served worst-case tune-batching prune-sweep bench loadtest stop replicas replicas-measure capacity engine gpu-check perf-inputs test test-fast lint format clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,9 @@ tune-batching: setup ## Compare dynamic-batching settings of the BERT step on a 
 
 prune-sweep: setup ## Pruning levels of the built model vs unpruned, INT8: artifacts/prune/report.{json,md}, plot
 	$(VENV)/bin/ner-prune-sweep
+
+worst-case: setup ## The worst requests the budgets allow vs single sentences, on the running server -> artifacts/worst_case.json
+	$(VENV)/bin/ner-worst-case --url 127.0.0.1:$${TRITON_GRPC_PORT:-8001} --output $${ARTIFACTS:-artifacts}/worst_case.json
 
 bench: setup ## Peers side by side (HF pipeline, ORT in-process, Triton gRPC) -> benchmarks/results/
 	$(VENV)/bin/ner-bench --artifacts $${ARTIFACTS:-artifacts}

@@ -6,10 +6,14 @@ onnxruntime - never torch, transformers, tqdm or the build pipeline. The tokeniz
 need only numpy and tokenizers (the NGC server image installs nothing more). ``tests/unit/test_structure.py``
 imports every module here in a fresh interpreter and fails if one of those got loaded.
 
-    adapters/     TritonPythonModel classes (the committed model.py files re-export them)
+    adapters/     TritonPythonModel classes (the committed model.py files re-export them); responses.py: the
+                  error responses with their status codes (INVALID_ARG / UNAVAILABLE / INTERNAL)
     steps.py      TEXT -> windows (Preprocessor); logits -> entities (Postprocessor): numpy and tokenizers only
     bert.py       ONNX Runtime over a ragged dynamic batch (BertRunner, length_groups)
-    limits.py     what one request may hold (Limits, carried in the tokenizer step's config parameters)
+    limits.py     budgets of one request, one dynamic batch and one ONNX Runtime run (Limits, carried in the
+                  models' config parameters)
+    slots.py      host-wide bulk slots (flock) and the low-priority thread of the bulk lane
+    fused.py      the local server's one-step ``ner``: the three steps over a dynamic batch, within the budgets
     tokenizer.py  the model's tokenizer.json through the ``tokenizers`` library
     session.py    the ONNX Runtime session
     graph.py      facts read from the ONNX graph (embedding table sizes)
