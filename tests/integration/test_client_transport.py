@@ -234,7 +234,7 @@ def test_cli_streams_json_lines_as_they_arrive(tls_server: TlsServer, pki: Pki, 
     assert [r["line"] for r in records] == [1, 2, 3, 4]
     assert records[0]["id"] == "a" and "entities" in records[0] and "error" not in records[0]
     assert records[1]["error"]["kind"] == "InvalidInputError"
-    assert records[2]["id"] == "c" and records[2]["error"]["kind"] == "RequestRejectedError"
+    assert records[2]["id"] == "c" and records[2]["error"]["kind"] == "InputRejectedError"
     assert records[3]["id"] == "d" and "entities" in records[3]
     assert code == EXIT_REJECTED, "some lines failed"
 

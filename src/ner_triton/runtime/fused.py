@@ -105,21 +105,25 @@ class FusedNer:
             size = sum(len(x) for x in flat if isinstance(x, bytes))
             (large if size > self.limits.bulk_bytes else small).append((r, raw.shape, flat))
         # short requests first: prepared, admitted and answered before any large one is even tokenized
-        used, bulk = self._admit([self._try(done, self._prepare, *q) for q in small], 0, done)
-        light = [q for q in bulk if q.tokens <= self.limits.bulk_tokens]
-        for index, result in self._run(light):
+        used, admitted = self._admit([self._try(done, self._prepare, *q) for q in small], 0, done)
+        for index, result in self._run([q for q in admitted if q.tokens <= self.limits.bulk_tokens]):
             done(index, result)
         # then the bulk lane: each request holds a host-wide slot and runs on the low-priority thread
-        bulk = [q for q in bulk if q.tokens > self.limits.bulk_tokens]
+        bulk = [q for q in admitted if q.tokens > self.limits.bulk_tokens]
         used, more = self._admit([self._try(done, self._prepare_large, *q) for q in large], used, done)
-        for req in sorted(bulk + more, key=lambda q: q.tokens):
-            slot = req.slot or self.slots.try_acquire()
-            if slot is None:
-                done(req.index, CapacityError(self._busy(self._bulk_taken())))
-                continue
-            with slot:
-                for index, result in self.low(self._run, [req]):
-                    done(index, result)
+        try:
+            for req in sorted(bulk + more, key=lambda q: q.tokens):
+                slot = req.slot or self.slots.try_acquire()
+                if slot is None:
+                    done(req.index, CapacityError(self._busy(self._bulk_taken())))
+                    continue
+                with slot:
+                    for index, result in self.low(self._run, [req]):
+                        done(index, result)
+        finally:  # a fault on the way must not keep a slot from the other instances
+            for req in more:
+                if req.slot is not None:
+                    req.slot.release()
         return out
 
     @staticmethod
@@ -179,8 +183,8 @@ class FusedNer:
 
     def _busy(self, why: str) -> str:
         return (
-            f"server busy: {why}; retry with backoff, or send fewer texts per request (requests of at most "
-            f"{self.limits.bulk_tokens} sub-tokens never wait for this)."
+            f"server busy: {why}; retry with backoff, or send smaller requests (at most {self.limits.bulk_tokens} "
+            f"sub-tokens and {self.limits.bulk_bytes} bytes stay out of the bulk lane; NerClient's do)."
         )
 
     def _run(self, reqs: list[_Request]) -> list[tuple[int, Result]]:
