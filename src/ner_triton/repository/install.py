@@ -83,14 +83,14 @@ def install_steps(artifacts: Path, repository: Path) -> None:
     """The tokenizer (pre step) and the label set (post step) of the build in ``artifacts``."""
     model_dir = artifacts / MODEL_DIR
     copy_tokenizer(model_dir, repository / PREPROCESS / "1" / TOKENIZER_DIR)
-    shutil.copy2(model_dir / LABELS_FILE, repository / POSTPROCESS / "1" / LABELS_FILE)
+    shutil.copyfile(model_dir / LABELS_FILE, repository / POSTPROCESS / "1" / LABELS_FILE)
 
 
 def copy_tokenizer(model_dir: Path, tok_dir: Path) -> None:
     tok_dir.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
         if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, tok_dir / name)
+            shutil.copyfile(model_dir / name, tok_dir / name)
     if not (tok_dir / "tokenizer.json").is_file():
         raise ModelLoadError(f"{model_dir}: no tokenizer.json (a fast tokenizer is required); run `make build`.")
 
@@ -104,9 +104,9 @@ def install_fused(settings: RepositorySettings, artifacts: Path, version_dir: Pa
         raise ModelLoadError(f"{src} is missing; run `make build` first.")
     version_dir.mkdir(parents=True, exist_ok=True)
     copy_tokenizer(model_dir, version_dir / TOKENIZER_DIR)
-    shutil.copy2(model_dir / LABELS_FILE, version_dir / LABELS_FILE)
+    shutil.copyfile(model_dir / LABELS_FILE, version_dir / LABELS_FILE)
     (version_dir / SERVED_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    shutil.copy2(src, version_dir / ONNX_MODEL_FILE)
+    shutil.copyfile(src, version_dir / ONNX_MODEL_FILE)
 
 
 def install_artifacts(
@@ -124,7 +124,7 @@ def install_artifacts(
             raise ModelLoadError(f"{src} is missing; run `make build` first.")
         dst = repository / variant.triton_name / "1" / variant.served_file
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
+        shutil.copyfile(src, dst)
     if fused_front(layout):
         install_fused(settings, artifacts, repository / ENSEMBLE / "1", record)
     log.info("model repository ready: %s (ner serves %s)", repository, settings.served.key)
