@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "ner_triton.cli",
             "ner_triton.settings",
             "ner_triton.data",
+            "ner_triton.record",
         ),
     ),
     ("runtime", ("ner_triton.runtime",)),

@@ -141,7 +141,7 @@ def install_new_version(
     if (fused / "1" / "model.py").is_file():  # the python layout's one-step ``ner`` (an ensemble has no model.py)
         steps.append(fused)
     version = next_version(steps)
-    record = served_record(artifacts) if fused in steps else {}
+    record = served_record(artifacts)
     for step in steps:
         staging = step / f".staging-{version}"
         shutil.rmtree(staging, ignore_errors=True)
