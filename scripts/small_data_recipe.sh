@@ -57,17 +57,21 @@ run() {
 run before MIN_STEPS=0
 run after
 "$PY" - "$OUT" <<'EOF'
-import json, sys
+import sys
 from pathlib import Path
 
+from ner_triton.record import BuildReport
+
 out = Path(sys.argv[1])
-reports = {k: json.loads((out / k / "report.json").read_text()) for k in ("before", "after")}
-types = sorted(reports["after"]["variants"]["onnx_fp32"]["per_type"])
+reports = {k: BuildReport.load(out / k / "report.json") for k in ("before", "after")}
+types = sorted(reports["after"].variants["onnx_fp32"].per_type)
 print("| recipe | epochs | steps | stop | FP32 F1 | baseline F1 | floor | " + " | ".join(types) + " |")
 print("|---" * (7 + len(types)) + "|")
 for name, r in reports.items():
-    t, v = r["training"], r["variants"]["onnx_fp32"]
-    cells = [f"{v['per_type'].get(x, {}).get('f1', 0):.3f}" for x in types]
-    print(f"| {name} | {t['epochs_run']} | {t['steps_run']} | {t['stop_reason']} | {v['f1']:.4f} | "
-          f"{r['baseline']['f1']:.4f} | {'passed' if r['quality']['passed'] else 'FAILED'} | " + " | ".join(cells) + " |")
+    t, v = r.training, r.variants["onnx_fp32"]
+    cells = [f"{v.per_type[x].f1 if x in v.per_type else 0:.3f}" for x in types]
+    base = r.baseline.f1 if r.baseline else float("nan")
+    floor = "passed" if r.quality and r.quality.passed else "FAILED"
+    print(f"| {name} | {t.epochs_run} | {t.steps_run} | {t.stop_reason} | {v.f1:.4f} | {base:.4f} | {floor} | "
+          + " | ".join(cells) + " |")
 EOF

@@ -217,6 +217,8 @@ def channel_connected(client: Any) -> bool | None:
 
 
 SERVER_ANSWERED = "[request id:"  # the prefix tritonserver puts on the errors it returns
+# How Triton refuses a gRPC call of a protocol restricted to a header (--grpc-restricted-protocol): UNAVAILABLE
+RESTRICTED_PROTOCOL = "This protocol is restricted"
 
 
 def translate_error(
@@ -228,6 +230,11 @@ def translate_error(
     answered but shed the request" (True) and "no server answers" (False or unknown)."""
     code = status_code(exc)
     message = getattr(exc, "message", lambda: str(exc))() or str(exc)
+    if code is grpc.StatusCode.UNAVAILABLE and RESTRICTED_PROTOCOL in message:
+        return AccessDeniedError(
+            f"{model} at {url} refused the call ({message}): this protocol needs the admin key header; send it "
+            "with --header (or headers=), or call an unrestricted protocol."
+        )
     if code is grpc.StatusCode.UNAVAILABLE:
         # Triton's own errors carry its request-id prefix: that UNAVAILABLE came from a server that answered
         # (a full queue or a queue timeout), even when the connectivity probe was too slow to say so under load.

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ner_triton.bench.run import BenchSettings, bench
+from ner_triton.record import BuildReport
 from ner_triton.serving.server import ServerSettings
 from support import TinyBuild
 
@@ -38,7 +39,7 @@ def test_bench_writes_every_peer_ratios_and_plots(tiny_build: TinyBuild, conll_d
     for run in result["peers"]["triton_ensemble_grpc"]["runs"]:
         assert len(run["triton"]["models"]) == 3 and all(m["inferences"] > 0 for m in run["triton"]["models"].values())
     assert [r["batch_size"] for r in result["peers"]["triton_ner_x8_grpc"]["runs"]] == [8, 8]
-    served = json.loads((tiny_build.artifacts / "report.json").read_text())["served"]["variant"]
+    served = BuildReport.load(tiny_build.artifacts / "report.json").served.variant
     assert result["served_variant"] == served and result["goals"]["reference"] == f"ort_{served}_inprocess"
     assert {
         "served_vs_inprocess_throughput",

@@ -11,6 +11,7 @@ import pytest
 from ner_triton.client import NerClient
 from ner_triton.data import load_split
 from ner_triton.pipeline.build import build
+from ner_triton.record import BuildReport
 from ner_triton.serving.server import ServerSettings, TritonServer
 from support import tiny_settings
 
@@ -39,10 +40,10 @@ def test_non_conll_label_set_is_served_with_its_own_types(tiny_model_dir: Path, 
     _write(data / "test.tsv", 2)
     # floor off: a lookup of the repeated training text is perfect
     settings = tiny_settings(tiny_model_dir, data, tmp_path / "artifacts", tmp_path / "repo", epochs=6)
-    report = json.loads(build(settings).read_text())
+    report = BuildReport.load(build(settings))
     labels = json.loads((tmp_path / "artifacts" / "model" / "labels.json").read_text())["labels"]
     assert {label[2:] for label in labels if label != "O"} == TYPES
-    assert set(report["variants"]["onnx_fp32"]["per_type"]) == TYPES
+    assert set(report.variants["onnx_fp32"].per_type) == TYPES
 
     texts = [s.text for s in load_split(str(data), "test")[:3]]
     server = ServerSettings.on_free_ports(tmp_path / "repo", tmp_path / "triton")

@@ -22,8 +22,9 @@ import tritonclient.grpc as grpcclient
 from ner_triton.client import NerClient
 from ner_triton.deploy.rollout import GRPC_ADMIN_HEADER, resolve, rollout, served_versions
 from ner_triton.errors import ClientError, ServerError
+from ner_triton.repository.install import served_settings
 from ner_triton.repository.rollout import export_repository
-from ner_triton.serving.server import ServerSettings, TritonServer
+from ner_triton.serving.server import ServerSettings, TritonServer, free_ports
 from support import TinyBuild
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
@@ -136,3 +137,114 @@ def test_dns_names_resolve_to_every_address() -> None:
     assert resolve("localhost:8001")[0].endswith(":8001")
     with pytest.raises(Exception, match="host:port"):
         resolve("no-port")
+
+
+def _other_build(artifacts: Path, dest: Path) -> Path:
+    """A copy of the build whose served models tag every token ``O`` (the classifier's bias for ``O`` raised):
+    a build that answers visibly differently from ``artifacts``, with the same tokenizer and labels."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    shutil.copytree(artifacts, dest)
+    labels = json.loads((dest / "model" / "labels.json").read_text())
+    tags = labels if isinstance(labels, list) else labels.get("labels", labels)
+    outside = list(tags).index("O")
+    served = served_settings(dest).served.onnx_file
+    for path in [dest / "onnx" / served]:  # the file the one-step ``ner`` serves
+        model = onnx.load(str(path))
+        changed = 0
+        for init in model.graph.initializer:
+            array = numpy_helper.to_array(init)
+            if "bias" in init.name and array.dtype == np.float32 and array.shape == (len(tags),):
+                array = array.copy()
+                array[outside] += 1000.0
+                init.CopyFrom(numpy_helper.from_array(array, init.name))
+                changed += 1
+        assert changed, f"{path.name}: no classifier bias found"
+        onnx.save(model, str(path))
+    return dest
+
+
+def _entities(url: str) -> int:
+    with NerClient(url, timeout_s=30) as client:
+        return sum(len(e) for e in client.extract(["Maria Lindqvist visited Madrid.", "ACME rejects Danish plan."]))
+
+
+def test_a_rollback_to_an_older_build_is_served(tiny_build: TinyBuild, tmp_path: Path) -> None:
+    """Build A serves (version 1), build B rolls out (version 2), then A again: the rollback is version 3, loaded
+    by ``ner-rollout`` and answering as A did (before, every layout but python rewrote version 1 in place with A's
+    old mtime, and Triton ignored the rollback)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_build.repository, repo)
+    other = _other_build(tiny_build.artifacts, tmp_path / "b")
+    settings = ServerSettings.on_free_ports(repo, tmp_path / "s", model_control_mode="explicit", admin_key=ADMIN_KEY)
+    with TritonServer(settings):
+        url = settings.grpc_url
+        found_a = _entities(url)
+        assert found_a > 0, "the tiny build finds entities"
+        export_repository(other, repo)
+        rollout([url], ADMIN_KEY)
+        assert _versions(url)["ner"] == ("2",) and _entities(url) == 0, "build B (all O) serves"
+        export_repository(tiny_build.artifacts, repo)  # the rollback
+        (state,) = rollout([url], ADMIN_KEY)
+        assert state.versions["ner"] == ("3",) and _versions(url)["ner"] == ("3",)
+        assert _entities(url) == found_a, "the rolled-back build answers as it did"
+
+
+def test_a_server_started_later_loads_the_declared_version_not_the_newest(
+    tiny_build: TinyBuild, tmp_path: Path
+) -> None:
+    """Version 2 declared, version 3 half-written (not declared, a truncated model): a server started now, and a
+    repository-API load on it, serve exactly version 2."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_build.repository, repo)
+    export_repository(tiny_build.artifacts, repo)  # version 2, declared
+    for step in ("ner", *BERT_STEPS):
+        half = repo / step / "3"
+        shutil.copytree(repo / step / "2", half)
+        model = half / "model.onnx"
+        model.write_bytes(model.read_bytes()[:1000])  # an upload cut short
+    settings = ServerSettings.on_free_ports(repo, tmp_path / "s", model_control_mode="explicit", admin_key=ADMIN_KEY)
+    with TritonServer(settings):
+        versions = _versions(settings.grpc_url)
+        assert all(versions[step] == ("2",) for step in ("ner", *BERT_STEPS)), versions
+        (state,) = rollout([settings.grpc_url], ADMIN_KEY)
+        assert all(state.versions[step] == ("2",) for step in ("ner", *BERT_STEPS)), state.versions
+        assert _entities(settings.grpc_url) > 0
+
+
+def test_ner_serve_with_explicit_control_then_ner_rollout(tiny_build: TinyBuild, tmp_path: Path) -> None:
+    """``make serve`` with ``TRITON_MODEL_CONTROL=explicit`` (the ner-serve command, as make runs it) loads the
+    repository at start and nothing more until ``ner-rollout`` loads the declared version."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_build.repository, repo)
+    grpc, http, metrics = free_ports(3)
+    bindir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "MODEL_REPOSITORY": str(repo),
+        "TRITON_MODEL_CONTROL": "explicit",
+        "TRITON_ADMIN_KEY": ADMIN_KEY,
+        "TRITON_GRPC_PORT": str(grpc),
+        "TRITON_HTTP_PORT": str(http),
+        "TRITON_METRICS_PORT": str(metrics),
+    }
+    url = f"127.0.0.1:{grpc}"
+    started = subprocess.run([str(bindir / "ner-serve"), "start"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=180)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    try:
+        assert _versions(url)["ner"] == ("1",)
+        export_repository(tiny_build.artifacts, repo)  # version 2 declared; an explicit server does not look
+        time.sleep(3)
+        assert _versions(url)["ner"] == ("1",)
+        done = subprocess.run([str(bindir / "ner-rollout"), "--url", url], env=env, capture_output=True, text=True,
+                              timeout=180)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["replicas"][0]["versions"]["ner"] == ["2"]
+        assert _versions(url)["ner"] == ("2",) and _entities(url) > 0
+    finally:
+        stopped = subprocess.run([str(bindir / "ner-serve"), "stop"], cwd=tmp_path, env=env, capture_output=True,
+                                 text=True, timeout=60)  # fmt: skip
+    assert "tritonserver stopped" in stopped.stdout, stopped.stdout + stopped.stderr

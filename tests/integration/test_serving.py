@@ -16,6 +16,7 @@ from ner_triton.bench.served_eval import evaluate_served, served_report_key
 from ner_triton.client import AsyncNerClient, NerClient
 from ner_triton.data import load_split
 from ner_triton.errors import InputRejectedError, InvalidInputError, RequestRejectedError, ServiceUnavailableError
+from ner_triton.record import BuildReport
 from ner_triton.schema import LOGITS
 from ner_triton.serving.server import ServerSettings
 from support import TinyBuild
@@ -44,7 +45,7 @@ def test_ner_serves_the_builds_choice_exactly_like_its_ensemble(server: ServerSe
 
     One text per request, one request at a time: dynamic INT8 scales activations per batch, so texts batched
     with others may score slightly differently (the F1 test below bounds that)."""
-    served = json.loads((tiny_build.artifacts / "report.json").read_text())["served"]["variant"]
+    served = BuildReport.load(tiny_build.artifacts / "report.json").served.variant
     with NerClient(server.grpc_url) as fused, NerClient(server.grpc_url, model=f"ner_{served}") as ensemble:
         a = [fused.extract([t])[0] for t in SENTENCES]
         b = [ensemble.extract([t])[0] for t in SENTENCES]
@@ -260,8 +261,8 @@ def test_f1_through_the_server_equals_the_in_process_f1(
 ) -> None:
     test = load_split(str(conll_dir), "test")
     served = evaluate_served(server.grpc_url, test, model=model, concurrency=8)
-    report = json.loads((tiny_build.artifacts / "report.json").read_text())
+    report = BuildReport.load(tiny_build.artifacts / "report.json")
     key = served_report_key(model, report)
     assert served["sentences"] == len(test)
-    assert abs(served["f1"] - report["variants"][key]["f1"]) <= 0.001, (served, report["variants"][key])
+    assert abs(served["f1"] - report.f1(key)) <= 0.001, (served, report.variants[key])
     assert served["bert_inferences"] == len(test)

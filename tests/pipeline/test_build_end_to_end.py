@@ -13,6 +13,7 @@ import pytest
 
 from ner_triton.errors import QualityGateError
 from ner_triton.pipeline.gate import enforce_gate, gate
+from ner_triton.record import BuildReport
 from support import TinyBuild
 
 pytestmark = pytest.mark.slow
@@ -24,17 +25,17 @@ def built(tiny_build: TinyBuild) -> Path:
 
 
 def test_report_has_every_variant(built: Path) -> None:
-    report = json.loads((built / "report.json").read_text())
-    assert set(report["variants"]) == {"torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_trt", "onnx_int8_dynamic"}
-    for v in report["variants"].values():
-        assert 0.0 <= v["f1"] <= 1.0
-        assert set(v["per_type"]) <= {"LOC", "MISC", "ORG", "PER"}
-        assert v["latency"]["batch_1"]["sentences_per_s"] > 0
-        assert v["size_mb"] > 0
+    report = BuildReport.load(built / "report.json")
+    assert set(report.variants) == {"torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_trt", "onnx_int8_dynamic"}
+    for v in report.variants.values():
+        assert 0.0 <= v.f1 <= 1.0
+        assert set(v.per_type) <= {"LOC", "MISC", "ORG", "PER"}
+        assert v.latency["batch_1"].sentences_per_s > 0
+        assert v.size_mb > 0
     # ONNX FP32 is the same function as PyTorch: identical predictions on the test split.
-    assert report["variants"]["onnx_fp32"]["f1"] == report["variants"]["torch_fp32"]["f1"]
-    assert report["training"]["epochs_run"] >= 1
-    assert report["gate"]["passed"]
+    assert report.f1("onnx_fp32") == report.f1("torch_fp32")
+    assert report.training.epochs_run >= 1
+    assert report.gate.passed
     md = (built / "report.md").read_text()
     assert "| onnx_int8 |" in md and "Per entity type" in md
 

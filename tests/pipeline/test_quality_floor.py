@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from ner_triton.errors import QualityGateError
 from ner_triton.pipeline.build import build
+from ner_triton.record import BuildReport
 from support import tiny_settings
 
 pytestmark = pytest.mark.slow
@@ -22,8 +22,9 @@ def test_a_build_that_learned_nothing_fails_the_floor_and_installs_nothing(
     )
     with pytest.raises(QualityGateError, match=r"quality floor failed: FP32 test F1 .* dictionary baseline .*LR"):
         build(settings)
-    report = json.loads((tmp_path / "artifacts" / "report.json").read_text())
-    assert not report["quality"]["passed"] and report["baseline"]["f1"] > report["variants"]["onnx_fp32"]["f1"]
+    report = BuildReport.load(tmp_path / "artifacts" / "report.json")
+    assert report.quality is not None and report.baseline is not None
+    assert not report.quality.passed and report.baseline.f1 > report.f1("onnx_fp32")
     assert "dictionary baseline" in (tmp_path / "artifacts" / "report.md").read_text()
-    assert report["training"]["steps_run"] == 6 and report["training"]["stop_reason"].startswith("planned epochs")
+    assert report.training.steps_run == 6 and (report.training.stop_reason or "").startswith("planned epochs")
     assert not (tmp_path / "repo" / "ner_bert_int8" / "1" / "model.onnx").exists()

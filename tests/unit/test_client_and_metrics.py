@@ -87,6 +87,13 @@ def test_errors_are_chosen_by_status_code_with_the_fix(
     assert type(err) is kind and text in str(err)
 
 
+def test_a_restricted_protocol_refusal_is_access_denied_not_overload() -> None:
+    """Triton refuses a call of a header-restricted protocol with UNAVAILABLE; that is not worth a retry."""
+    message = "This protocol is restricted, expecting header 'triton-grpc-protocol-ner-admin-key'"
+    err = translate_error(FakeError("StatusCode.UNAVAILABLE", message), "127.0.0.1:8001", "ner", 5.0, True)
+    assert type(err) is AccessDeniedError and "admin key" in str(err)
+
+
 @pytest.mark.parametrize("message", ["Request timeout expired", "failed to connect to all addresses", "deadline"])
 def test_the_message_text_does_not_decide_the_error(message: str) -> None:
     """The same text under different status codes gives different errors: the code decides."""

@@ -14,6 +14,7 @@ import pytest
 from ner_triton.errors import ConfigError, EngineError
 from ner_triton.gpu.engine import check_writable, export_gpu_repository
 from ner_triton.gpu.manifest import MANIFEST_FILE, EngineManifest, check_compatible
+from ner_triton.record import BuildReport
 from ner_triton.repository.model_configs import (
     RepositorySettings,
     all_configs,
@@ -244,11 +245,11 @@ def test_gpu_export_is_refused_when_the_tensorrt_form_failed_the_gate(tiny_build
 
     artifacts = tmp_path / "artifacts"
     shutil.copytree(tiny_build.artifacts, artifacts)
-    report = json.loads((artifacts / "report.json").read_text())
-    report["gate"]["max_f1_drop_points"] = 1.0
-    report["variants"]["onnx_int8_trt"]["delta_f1_points"] = -1.5  # and its F1 to match:
-    report["variants"]["onnx_int8_trt"]["f1"] = report["variants"]["onnx_fp32"]["f1"] - 0.015
-    (artifacts / "report.json").write_text(json.dumps(report))
+    report = BuildReport.load(artifacts / "report.json")
+    trt = replace(report.variants["onnx_int8_trt"], delta_f1_points=-1.5, f1=report.f1("onnx_fp32") - 0.015)
+    replace(
+        report, gate=replace(report.gate, max_f1_drop_points=1.0), variants={**report.variants, "onnx_int8_trt": trt}
+    ).write(artifacts / "report.json")
 
     def never(*_: object) -> None:
         raise AssertionError("no engine is built for a model that failed its gate")

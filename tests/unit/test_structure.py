@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "ner_triton.settings",
             "ner_triton.data",
             "ner_triton.cpus",
+            "ner_triton.record",
         ),
     ),
     ("runtime", ("ner_triton.runtime",)),

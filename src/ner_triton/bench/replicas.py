@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +96,8 @@ def _run(args: argparse.Namespace) -> int:
         with ReplicaSet(args.repository, args.replicas, proxy) as rs:
             for i, s in enumerate(rs.settings):
                 print(f"replica {i}: grpc {s.grpc_url}, metrics {s.metrics_url}")
-            print(f"proxy: grpc {rs.url}, http {proxy.host}:{proxy.http_port} - Ctrl-C stops everything")
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            print(f"proxy: grpc {rs.url}, http {proxy.host}:{proxy.http_port} - Ctrl-C stops everything", flush=True)
+            rs.run_until_signal()
         return 0
     bench = BenchSettings(sentences=args.sentences, data=args.data or default_data())
     counts = [int(n) for n in args.replicas.split(",")]

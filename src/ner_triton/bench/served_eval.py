@@ -12,7 +12,6 @@ statistics before and after give the BERT step's average executed batch size.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import threading
 import time
@@ -29,6 +28,7 @@ from ner_triton.client import NerClient
 from ner_triton.data import Sentence, load_split
 from ner_triton.decoding import spans_to_token_tags
 from ner_triton.pipeline.evaluate import score_tags
+from ner_triton.record import BuildReport
 from ner_triton.repository.model_configs import bert_step_of, stats_model_of
 from ner_triton.schema import ENSEMBLE
 from ner_triton.settings import data_source
@@ -118,10 +118,10 @@ def evaluate_served(
     }
 
 
-def served_report_key(model: str, report: dict[str, Any]) -> str:
+def served_report_key(model: str, report: BuildReport) -> str:
     """The report key of the variant ``model`` serves: the build's choice for ``ner``, else from the name."""
-    if model == ENSEMBLE and isinstance(report.get("served"), dict) and report["served"].get("report_key"):
-        return str(report["served"]["report_key"])
+    if model == ENSEMBLE and report.served.report_key:
+        return report.served.report_key
     return bert_step_of(model).report_key
 
 
@@ -140,9 +140,9 @@ def _run(args: argparse.Namespace) -> int:
     sentences = load_split(data_source(args.data), args.split)[: args.limit]
     result = evaluate_served(args.url, sentences, args.model, args.concurrency)
     if args.report and args.report.is_file():
-        report = json.loads(args.report.read_text(encoding="utf-8"))
+        report = BuildReport.load(args.report)
         variant = served_report_key(args.model, report)
-        in_process = report["variants"][variant]["f1"]
+        in_process = report.f1(variant)
         result["in_process"] = {
             "variant": variant,
             "f1": in_process,

@@ -33,8 +33,8 @@ from ner_triton.gpu.manifest import MANIFEST_FILE, PLAN_FILE, SERVING_TENSORRT, 
 from ner_triton.pipeline.gate import check_report
 from ner_triton.repository.install import install_steps, settings_for_model
 from ner_triton.repository.model_configs import layout_settings
-from ner_triton.repository.render import write_configs
-from ner_triton.repository.rollout import swap_in
+from ner_triton.repository.render import configs_match, write_configs
+from ner_triton.repository.rollout import declare_version, next_version, publish_version
 from ner_triton.runtime.graph import lookup_table_rows
 from ner_triton.schema import ATTENTION_MASK, MODEL_DIR, ONNX_DIR, REPORT_JSON
 from ner_triton.settings import EngineSettings
@@ -194,7 +194,8 @@ def export_gpu_repository(
     Refused (:func:`~ner_triton.pipeline.gate.check_report`) when the build's report shows the TensorRT INT8
     form lost more F1 than the build's gate allows. The engine is built into a staging directory before
     anything in the repository changes, so a failed build leaves the served engine and its config untouched;
-    then configs are written and the new version directory is swapped in.
+    then it becomes version N+1 of ``ner_bert_trt`` next to the served one and is declared (its config pins
+    it, :func:`~ner_triton.repository.rollout.declare_version`), so a rollback to an older build loads too.
     """
     settings = layout_settings(replace(settings_for_model(artifacts / MODEL_DIR), engine=engine), Layout.TENSORRT)
     source = artifacts / ONNX_DIR / TRT.onnx_file
@@ -204,16 +205,20 @@ def export_gpu_repository(
     check_writable(repository)
     step = repository / TRT.triton_name
     step.mkdir(parents=True, exist_ok=True)
-    staging = step / ".staging-1"
+    version = next_version([step])
+    staging = step / f".staging-{version}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         build(source, staging, "int8", engine)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    write_configs(settings, repository, Layout.TENSORRT)
-    install_steps(artifacts, repository)
-    swap_in(staging, step / "1")
+    if version == 1 or not configs_match(settings, repository, Layout.TENSORRT):
+        write_configs(settings, repository, Layout.TENSORRT, keep_pins=version > 1)
+        install_steps(artifacts, repository)
+    publish_version(step, staging, version)  # version N+1 next to the served one, then declared
+    if version > 1:  # version 1 alone needs no pin (the committed config stays as generated)
+        declare_version([step], version)
     log.info("GPU model repository ready: %s", repository)
     return repository
 

@@ -29,6 +29,7 @@ from ner_triton.pipeline.gate import enforce_gate, gate
 from ner_triton.pipeline.quantize import RECIPES, Calibration, quantize_variant
 from ner_triton.pipeline.report import write_report
 from ner_triton.pipeline.serve import candidates, choose, race
+from ner_triton.record import SCHEMA, BuildReport
 from ner_triton.repository.rollout import export_repository
 from ner_triton.schema import LABELS_FILE, MODEL_DIR, ONNX_DIR, REPORT_MD
 from ner_triton.settings import BuildSettings
@@ -131,7 +132,7 @@ def serve_choice(
     variants: dict[str, dict[str, Any]],
     test: Sequence[Sentence],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The served CPU variant (``report["served"]``) and the gate verdict on it (``report["gate"]``).
+    """The served CPU variant (``BuildReport.served``) and the gate verdict on it (``BuildReport.gate``).
 
     Variants that are not served are reported (``gate.not_served``) without failing the build."""
     q = settings.quant
@@ -183,21 +184,25 @@ def build(settings: BuildSettings) -> Path:
     zero = sorted(t for t, s in per_type.items() if s["f1"] == 0 and s["support"] > 0)
     if zero:
         log.warning("the model scores F1 0 on entity types %s: it never finds them in the test split", zero)
-    report = {
-        "model": summary["model"],
-        "data": str(settings.data),
-        "test_sentences": len(test),
-        "training": {k: v for k, v in summary.items() if k != "model"},
-        "variants": variants,
-        "served": served,
-        "gate": verdict,
-        "baseline": baseline,
-        "quality": {**quality, "zero_f1_types": zero},
-        "settings": settings.as_dict(),
-        "versions": _versions(),
-        "machine": {"cpus": os.cpu_count(), "threads": settings.threads, "platform": platform.platform()},
-        "build_seconds": round(time.perf_counter() - t0, 1),
-    }
+    report = BuildReport.from_dict(
+        {
+            "schema": SCHEMA,
+            "model": summary["model"],
+            "data": str(settings.data),
+            "test_sentences": len(test),
+            "training": {k: v for k, v in summary.items() if k != "model"},
+            "variants": variants,
+            "served": served,
+            "gate": verdict,
+            "baseline": baseline,
+            "quality": {**quality, "zero_f1_types": zero},
+            "settings": settings.as_dict(),
+            "versions": _versions(),
+            "machine": {"cpus": os.cpu_count(), "threads": settings.threads, "platform": platform.platform()},
+            "build_seconds": round(time.perf_counter() - t0, 1),
+        },
+        source="the build's figures",
+    )
     path = write_report(report, artifacts)
     log.info("report written to %s", path)
     enforce_quality(quality, artifacts / REPORT_MD)

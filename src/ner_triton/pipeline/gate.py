@@ -8,12 +8,12 @@ without failing the build), and the GPU export applies it to the TensorRT form f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ner_triton.errors import QualityGateError
+from ner_triton.record import BuildReport
 from ner_triton.variants import REFERENCE, Variant, gated
 
 HINT = "try more CALIB_SENTENCES, SMOOTHQUANT=0.5, or keep sensitive MatMuls in float (QuantSettings.keep_float)."
@@ -52,19 +52,20 @@ def enforce_gate(verdict: Mapping[str, Any], report_md: Path) -> None:
 
 
 def check_report(report_path: Path, variant: Variant) -> None:
-    """Apply the build's gate (its limit, from the report) to ``variant``'s scores in the report.
+    """Apply the build's gate (its limit, from the build's :class:`~ner_triton.record.BuildReport`) to
+    ``variant``'s scores in it.
 
-    Raises :class:`QualityGateError` when it lost more; a missing report is not checked (nothing to read).
+    Raises :class:`QualityGateError` when it lost more; a missing report is not checked (nothing to read), a
+    report from an earlier release raises ModelLoadError (run ``make build``).
     """
     if not report_path.is_file():
         return
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    limit = report.get("gate", {}).get("max_f1_drop_points")
-    scores = report.get("variants", {})
-    if limit is None or variant.report_key not in scores or REFERENCE.report_key not in scores:
+    report = BuildReport.load(report_path)
+    limit = report.gate.max_f1_drop_points
+    if variant.report_key not in report.variants or REFERENCE.report_key not in report.variants:
         return
-    if not gate(scores, limit, [variant])["passed"]:
-        drop = (scores[REFERENCE.report_key]["f1"] - scores[variant.report_key]["f1"]) * 100
+    drop = (report.f1(REFERENCE.report_key) - report.f1(variant.report_key)) * 100
+    if drop > limit:
         raise QualityGateError(
             f"{variant.report_key} lost {drop:.2f} F1 points (gate {limit}) in "
             f"{report_path}: the GPU engine would serve a worse model. Rebuild with more CALIB_SENTENCES or epochs "

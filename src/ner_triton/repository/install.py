@@ -2,10 +2,10 @@
 
 Copies what the build produced - tokenizer files, the label set, one ONNX file per variant, and on the
 python layout the fused ``ner`` model's files - next to the configs that :mod:`~ner_triton.repository.render`
-writes. Every route that installs a build goes through :func:`served_settings`, which reads the build's
-``report.json`` and refuses a build whose served variant did not pass the accuracy gate (or that has no
-report). Engines (the ``trt`` variant) are not build outputs here: ``ner-engine`` builds and installs them
-on the GPU host.
+writes. Every route that installs a build goes through :func:`served_settings`, which reads the build's record
+(:class:`~ner_triton.record.BuildReport`) and refuses a build whose served variant did not pass the accuracy gate
+(or that has no report, or one from an earlier release). Engines (the ``trt`` variant) are not build outputs
+here: ``ner-engine`` builds and installs them on the GPU host.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ner_triton.errors import ModelLoadError, QualityGateError
+from ner_triton.record import BuildReport, Served
 from ner_triton.repository.model_configs import RepositorySettings, fused_front
 from ner_triton.schema import (
     ENSEMBLE,
@@ -47,22 +48,21 @@ def settings_for_model(model_dir: Path, base: RepositorySettings | None = None) 
     return replace(base or RepositorySettings(), use_casing=bool(meta["use_casing"]))
 
 
-def served_record(artifacts: Path) -> dict[str, object]:
-    """The build's ``served`` record (report.json); refused when the build did not pass its gate.
+def served_record(artifacts: Path) -> Served:
+    """The build's served choice (its :class:`~ner_triton.record.BuildReport`); refused when the build did not pass
+    its gate.
 
     Raises:
-        ModelLoadError: no report (not a finished build) or a report from before the served-variant choice.
+        ModelLoadError: no report (not a finished build) or a report from an earlier release.
         QualityGateError: the build's served variant (or every candidate) failed the accuracy gate.
     """
     path = artifacts / REPORT_JSON
     if not path.is_file():
         raise ModelLoadError(f"{path} is missing: only a finished build can be installed; run `make build`.")
-    report = json.loads(path.read_text(encoding="utf-8"))
-    served, gate = report.get("served"), report.get("gate", {})
-    if not isinstance(served, dict):
-        raise ModelLoadError(f"{path} names no served variant (a build from an older release): run `make build`.")
-    if not served.get("passed") or not gate.get("passed", False):
-        failures = "; ".join(served.get("failures") or gate.get("failures") or ["no variant passed"])
+    report = BuildReport.load(path)
+    served, gate = report.served, report.gate
+    if not served.passed or served.variant is None or not gate.passed:
+        failures = "; ".join(served.failures or gate.failures or ("no variant passed",))
         raise QualityGateError(
             f"the build in {artifacts} failed its accuracy gate ({failures}): it is not installed. "
             "Fix the build (docs/int8.md) or rebuild with a larger MAX_F1_DROP if that loss is acceptable."
@@ -74,7 +74,8 @@ def served_settings(artifacts: Path, base: RepositorySettings | None = None) -> 
     """Repository settings for the build in ``artifacts``: its casing input, and its served variant first
     (``ner`` serves it), after checking the gate (:func:`served_record`)."""
     settings = settings_for_model(artifacts / MODEL_DIR, base)
-    key = str(served_record(artifacts)["variant"])
+    key = served_record(artifacts).variant
+    assert key is not None  # served_record refuses a build that serves nothing
     served = VARIANTS[key]
     return replace(settings, variants=(served, *(v for v in settings.variants if v.key != key)))
 
@@ -83,19 +84,19 @@ def install_steps(artifacts: Path, repository: Path) -> None:
     """The tokenizer (pre step) and the label set (post step) of the build in ``artifacts``."""
     model_dir = artifacts / MODEL_DIR
     copy_tokenizer(model_dir, repository / PREPROCESS / "1" / TOKENIZER_DIR)
-    shutil.copy2(model_dir / LABELS_FILE, repository / POSTPROCESS / "1" / LABELS_FILE)
+    shutil.copyfile(model_dir / LABELS_FILE, repository / POSTPROCESS / "1" / LABELS_FILE)
 
 
 def copy_tokenizer(model_dir: Path, tok_dir: Path) -> None:
     tok_dir.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
         if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, tok_dir / name)
+            shutil.copyfile(model_dir / name, tok_dir / name)
     if not (tok_dir / "tokenizer.json").is_file():
         raise ModelLoadError(f"{model_dir}: no tokenizer.json (a fast tokenizer is required); run `make build`.")
 
 
-def install_fused(settings: RepositorySettings, artifacts: Path, version_dir: Path, record: dict[str, object]) -> None:
+def install_fused(settings: RepositorySettings, artifacts: Path, version_dir: Path, record: Served) -> None:
     """The fused ``ner`` model's version directory: the served variant's ONNX file, tokenizer, labels and
     ``served.json`` (``record``: the build's choice and figures, from :func:`served_record`)."""
     model_dir = artifacts / MODEL_DIR
@@ -104,9 +105,9 @@ def install_fused(settings: RepositorySettings, artifacts: Path, version_dir: Pa
         raise ModelLoadError(f"{src} is missing; run `make build` first.")
     version_dir.mkdir(parents=True, exist_ok=True)
     copy_tokenizer(model_dir, version_dir / TOKENIZER_DIR)
-    shutil.copy2(model_dir / LABELS_FILE, version_dir / LABELS_FILE)
-    (version_dir / SERVED_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    shutil.copy2(src, version_dir / ONNX_MODEL_FILE)
+    shutil.copyfile(model_dir / LABELS_FILE, version_dir / LABELS_FILE)
+    (version_dir / SERVED_FILE).write_text(json.dumps(record.as_dict(), indent=2) + "\n", encoding="utf-8")
+    shutil.copyfile(src, version_dir / ONNX_MODEL_FILE)
 
 
 def install_artifacts(
@@ -124,7 +125,7 @@ def install_artifacts(
             raise ModelLoadError(f"{src} is missing; run `make build` first.")
         dst = repository / variant.triton_name / "1" / variant.served_file
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
+        shutil.copyfile(src, dst)
     if fused_front(layout):
         install_fused(settings, artifacts, repository / ENSEMBLE / "1", record)
     log.info("model repository ready: %s (ner serves %s)", repository, settings.served.key)

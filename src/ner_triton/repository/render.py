@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ner_triton.repository.model_configs import GENERATOR_NOTE, RepositorySettings, all_configs, to_pbtxt
+from ner_triton.repository.model_configs import GENERATOR_NOTE, RepositorySettings, all_configs, parse_pbtxt, to_pbtxt
 from ner_triton.schema import ENSEMBLE, POSTPROCESS, PREPROCESS
 from ner_triton.variants import VARIANTS, Layout
 
@@ -51,21 +51,37 @@ def expected_files(settings: RepositorySettings, layout: Layout = Layout.PYTHON)
     return files
 
 
-def write_configs(settings: RepositorySettings, repository: Path, layout: Layout = Layout.PYTHON) -> Path:
-    """Write every config.pbtxt and model.py into ``repository``; returns it."""
+def without_pin(text: str) -> str:
+    """A config.pbtxt's text without the ``version_policy`` a rollout declared (:mod:`.rollout`): what the
+    generator writes. Other files are returned as they are."""
+    if "version_policy" not in text:
+        return text
+    cfg = parse_pbtxt(text)
+    cfg.ClearField("version_policy")
+    return to_pbtxt(cfg)
+
+
+def write_configs(
+    settings: RepositorySettings, repository: Path, layout: Layout = Layout.PYTHON, keep_pins: bool = True
+) -> Path:
+    """Write every config.pbtxt and model.py into ``repository``; returns it. A config that differs only by the
+    version a rollout declared is left alone (``keep_pins``): regenerating never changes the served version."""
     for rel, content in expected_files(settings, layout).items():
         path = repository / rel
-        if path.is_file() and path.read_text(encoding="utf-8") == content:
-            continue  # untouched files keep their mtime: a polling server sees no change
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            if text == content or (keep_pins and rel.endswith("config.pbtxt") and without_pin(text) == content):
+                continue  # untouched files keep their mtime: a polling server sees no change
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content, encoding="utf-8")
     return repository
 
 
 def configs_match(settings: RepositorySettings, repository: Path, layout: Layout = Layout.PYTHON) -> bool:
-    """True when ``repository`` already holds exactly the ``config.pbtxt`` files ``settings`` generate."""
+    """True when ``repository`` already holds the ``config.pbtxt`` files ``settings`` generate (a declared
+    version aside)."""
     return all(
-        (repository / rel).is_file() and (repository / rel).read_text(encoding="utf-8") == text
+        (repository / rel).is_file() and without_pin((repository / rel).read_text(encoding="utf-8")) == text
         for rel, text in expected_files(settings, layout).items()
         if rel.endswith("config.pbtxt")
     )

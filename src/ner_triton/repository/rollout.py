@@ -1,13 +1,20 @@
-"""Put a build into a model repository while it may be served: the next version, atomically.
+"""Put a build into a model repository while it may be served: the next version, atomically, then declared.
 
 ``export_repository`` is the build's last step (and ``ner-repository --artifacts``): when the
-repository already serves a model with the same configs, tokenizer and labels, the new weights become
-the next version of every BERT step (:func:`install_new_version`, one atomic rename each: a polling
-server loads it and retires the old one while serving); otherwise configs and files are (re)written as
-version 1. :func:`swap_in` replaces a version directory by a finished staging directory (the GPU engine).
+repository already serves a model with the same configs, tokenizer and labels - on every layout (python,
+onnxruntime; the TensorRT engine goes the same way through :func:`publish_version`) - the new weights become
+version N+1 of every BERT step (:func:`install_new_version`, one atomic rename each), a rollback to an older
+build included; otherwise configs and files are (re)written as version 1.
+
+A new version is served only once it is **declared**: :func:`pin_version` writes
+``version_policy { specific { versions: N } }`` into the step's ``config.pbtxt`` (through the protobuf model
+config, one atomic rename), after every file of version N is in place. A server loads exactly the pinned version -
+at start, on a repository-API load (``ner-rollout``, explicit model control) or when polling - never "the newest
+directory present", so a server started later joins on the declared version even while a newer one is still
+being copied or uploaded.
 
 Version 1 holds the committed ``model.py``: retiring it removes only its weights and bytecode, so the
-checkout stays clean (Triton serves the latest version that has weights).
+checkout stays clean. An unpinned config (the committed one) serves the newest version, which is 1 there.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from pathlib import Path
 from ner_triton.cli import Command
 from ner_triton.errors import ModelLoadError
 from ner_triton.repository.install import install_artifacts, install_fused, served_record, served_settings
-from ner_triton.repository.model_configs import RepositorySettings
+from ner_triton.repository.model_configs import RepositorySettings, parse_pbtxt, to_pbtxt
 from ner_triton.repository.render import configs_match, model_py, write_configs
 from ner_triton.schema import ENSEMBLE, LABELS_FILE, MODEL_DIR, ONNX_DIR, POSTPROCESS, PREPROCESS, TOKENIZER_DIR
 from ner_triton.variants import SERVED_FILES, Layout
@@ -55,9 +62,70 @@ def retire_version(version_dir: Path) -> None:
     shutil.rmtree(version_dir / "__pycache__", ignore_errors=True)
 
 
-def install_new_version(settings: RepositorySettings, artifacts: Path, repository: Path, keep: int = 2) -> int:
-    """Add a build's ONNX models as the next version of every BERT step, each made visible by one atomic
-    rename, so a server polling the repository loads it and retires the old one while serving.
+def pinned_version(step: Path) -> int | None:
+    """The version ``step``'s config.pbtxt declares (``version_policy.specific``), or None when unpinned."""
+    cfg = parse_pbtxt((step / "config.pbtxt").read_text(encoding="utf-8"))
+    if cfg.version_policy.WhichOneof("policy_choice") != "specific":
+        return None
+    pinned = list(cfg.version_policy.specific.versions)
+    return pinned[0] if len(pinned) == 1 else None
+
+
+def pin_version(step: Path, version: int) -> None:
+    """Declare ``version`` the one ``step`` serves: ``version_policy { specific { versions: N } }`` in its
+    config.pbtxt, written through the protobuf model config and made visible by one atomic rename."""
+    path = step / "config.pbtxt"
+    cfg = parse_pbtxt(path.read_text(encoding="utf-8"))
+    if not (step / str(version)).is_dir():
+        raise ModelLoadError(f"{step / str(version)} does not exist: install the version before declaring it.")
+    cfg.version_policy.specific.versions[:] = [version]
+    tmp = path.with_name(".config.pbtxt.tmp")
+    tmp.write_text(to_pbtxt(cfg), encoding="utf-8")
+    os.replace(tmp, path)
+    log.info("%s: version %d declared", step.name, version)
+
+
+def next_version(steps: list[Path]) -> int:
+    """One more than the newest version (with weights) of any of ``steps``: every step gets the same number."""
+    return 1 + max((max(versions(d), default=0) for d in steps), default=0)
+
+
+def publish_version(step: Path, staging: Path, version: int) -> None:
+    """Make a finished ``staging`` directory version ``version`` of ``step`` (one atomic rename). Not served yet:
+    :func:`pin_version` declares it."""
+    compileall.compile_dir(str(staging), quiet=1)  # the stub finds bytecode: nothing changes after the rename
+    target = step / str(version)
+    if target.is_dir():  # a version without weights, e.g. the committed ``1/`` (.gitkeep, model.py): fill it
+        for item in staging.iterdir():
+            shutil.rmtree(target / item.name, ignore_errors=True)
+            os.replace(item, target / item.name)
+        staging.rmdir()
+        return
+    os.replace(staging, target)
+
+
+def declare_version(steps: list[Path], version: int, keep: int = 2) -> None:
+    """Pin ``version`` in every step (after all of them hold it), then remove versions older than the ``keep``
+    newest (a server that has not loaded the new one yet keeps serving the previous one)."""
+    for step in steps:
+        pin_version(step, version)
+    for step in steps:
+        for old in versions(step)[:-keep]:
+            if old != version:
+                retire_version(step / str(old))
+
+
+def install_new_version(
+    settings: RepositorySettings,
+    artifacts: Path,
+    repository: Path,
+    keep: int = 2,
+    layout: Layout = Layout.PYTHON,
+    declare: bool = True,
+) -> int:
+    """Add a build's ONNX models as version N+1 of every BERT step (and the python layout's one-step ``ner``),
+    each made visible by one atomic rename, then declare it (:func:`declare_version`; ``declare=False`` leaves
+    the servers on the version declared before, as a half-finished upload would).
 
     Only the BERT weights change: a build with another tokenizer or label set cannot be rolled into a
     served ensemble (pre/postprocess would change under requests in flight) and raises instead.
@@ -68,12 +136,12 @@ def install_new_version(settings: RepositorySettings, artifacts: Path, repositor
         raise ModelLoadError("the new build has another tokenizer than the served one: deploy a new repository.")
     if not _same_file(model_dir / LABELS_FILE, repository / POSTPROCESS / "1" / LABELS_FILE):
         raise ModelLoadError("the new build has other labels than the served one: deploy a new repository.")
-    steps = [repository / v.triton_name for v in settings.variants]
+    steps = [repository / v.triton_name for v in settings.variants if not v.from_engine]
     fused = repository / ENSEMBLE
     if (fused / "1" / "model.py").is_file():  # the python layout's one-step ``ner`` (an ensemble has no model.py)
         steps.append(fused)
-    version = 1 + max((max(versions(d), default=0) for d in steps), default=0)
-    record = served_record(artifacts) if fused in steps else {}
+    version = next_version(steps)
+    record = served_record(artifacts)
     for step in steps:
         staging = step / f".staging-{version}"
         shutil.rmtree(staging, ignore_errors=True)
@@ -85,13 +153,14 @@ def install_new_version(settings: RepositorySettings, artifacts: Path, repositor
             src = onnx_dir / variant.onnx_file
             if not src.is_file():
                 raise ModelLoadError(f"{src} is missing; run `make build` first.")
-            shutil.copy2(src, staging / variant.served_file)
-        (staging / "model.py").write_text(model_py(step.name), encoding="utf-8")
-        compileall.compile_dir(str(staging), quiet=1)  # the stub finds bytecode: nothing changes after the rename
-        os.replace(staging, step / str(version))
-        for old in versions(step)[:-keep]:
-            retire_version(step / str(old))
-    log.info("installed version %d of %s", version, ", ".join(s.name for s in steps))
+            shutil.copyfile(src, staging / variant.served_file)
+        if layout is Layout.PYTHON:  # python-backend steps; the onnxruntime backend's read only model.onnx
+            (staging / "model.py").write_text(model_py(step.name), encoding="utf-8")
+        publish_version(step, staging, version)
+    if declare:
+        declare_version(steps, version, keep)
+    log.info("installed version %d of %s%s", version, ", ".join(s.name for s in steps),
+             "" if declare else " (not declared: servers stay on the declared version)")  # fmt: skip
     return version
 
 
@@ -105,28 +174,18 @@ def export_repository(
         )
     settings = served_settings(artifacts)  # refuses a build that failed its gate
     served = any(versions(repository / v.triton_name) for v in settings.variants)
-    if layout is Layout.PYTHON and served and configs_match(settings, repository, layout):
+    if served and configs_match(settings, repository, layout):
         try:
-            install_new_version(settings, artifacts, repository)
+            install_new_version(settings, artifacts, repository, layout=layout)
             return repository
         except ModelLoadError as exc:
-            log.warning("not a rolling update (%s); replacing the repository's model", exc)
+            log.warning("not a rolling update (%s); replacing the repository's model (restart its servers)", exc)
     for step in [repository / v.triton_name for v in settings.variants] + [repository / ENSEMBLE]:
         for old in versions(step):
             if old != 1:
                 shutil.rmtree(step / str(old))
-    write_configs(settings, repository, layout)
+    write_configs(settings, repository, layout, keep_pins=False)
     return install_artifacts(settings, artifacts, repository, layout)
-
-
-def swap_in(staging: Path, version_dir: Path) -> None:
-    """Replace ``version_dir`` by the finished ``staging`` directory (two renames; the old one is removed)."""
-    old = version_dir.parent / f".old-{version_dir.name}"
-    shutil.rmtree(old, ignore_errors=True)
-    if version_dir.exists():
-        os.replace(version_dir, old)
-    os.replace(staging, version_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,22 +11,27 @@ replica going away is retried on the next one (``non_idempotent``).
     ner-replicas measure --replicas 1,2    # throughput and p99 per N, plus the planner's check (bench/replicas.py)
 
 Each replica has its own metrics port (Prometheus scrapes every replica, not the proxy).
+
+The set supervises its servers: a thread checks every ``check_interval_s`` whether each one still runs; a server
+that died (crash, OOM kill, ``kill -9``) is drained from nginx, its leftover python backend stubs are reaped, and
+it is restarted on the same ports and put back into rotation once ready. SIGTERM and SIGINT stop everything
+(:meth:`ReplicaSet.run_until_signal`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ner_triton.errors import ConfigError, ServerError
-from ner_triton.serving.server import STATE_DIR, ServerSettings, TritonServer, port_is_free
+from ner_triton.serving.server import STATE_DIR, ServerSettings, TritonServer, port_is_free, reap_group
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +114,7 @@ class NginxProxy:
         self.settings, self.replicas = settings, replicas
         self.process: subprocess.Popen[bytes] | None = None
         self.down: frozenset[int] = frozenset()
+        self._lock = threading.Lock()  # the supervisor and callers both change ``down``
 
     @property
     def conf(self) -> Path:
@@ -131,9 +137,10 @@ class NginxProxy:
         exe = shutil.which(self.settings.nginx)
         if exe is None or self.process is None or self.process.poll() is not None:
             raise ServerError("the proxy is not running; start the replica set first.")
-        self.down = down
-        self._write_config(exe)
-        self.process.send_signal(signal.SIGHUP)
+        with self._lock:
+            self.down = down
+            self._write_config(exe)
+            self.process.send_signal(signal.SIGHUP)
         time.sleep(settle_s)
 
     def start(self, timeout_s: float = 10.0) -> NginxProxy:
@@ -177,7 +184,8 @@ class NginxProxy:
 
 
 class ReplicaSet:
-    """N local tritonservers on free ports plus the nginx proxy in front (a context manager)."""
+    """N local tritonservers on free ports plus the nginx proxy in front (a context manager), supervised:
+    a server that dies is restarted on its ports (``check_interval_s``; 0 turns supervision off)."""
 
     def __init__(
         self,
@@ -185,10 +193,19 @@ class ReplicaSet:
         replicas: int,
         proxy: ProxySettings | None = None,
         state_dir: Path = STATE_DIR / "replicas",
+        check_interval_s: float = 0.5,
+        port_wait_s: float = 30.0,
         **server_overrides: Any,
     ) -> None:
         if replicas < 1:
             raise ConfigError(f"replicas={replicas} must be at least 1.")
+        if check_interval_s < 0:
+            raise ConfigError(f"check_interval_s={check_interval_s} must be >= 0 (0: no supervision).")
+        self.check_interval_s, self.port_wait_s = check_interval_s, port_wait_s
+        self.restarts = [0] * replicas  # per replica: how often the supervisor restarted it
+        self._stopping = threading.Event()
+        self._stopped: set[int] = set()  # replicas stopped on purpose (stop_replica): not restarted
+        self._supervisor: threading.Thread | None = None
         self.settings = [
             ServerSettings.on_free_ports(repository, state_dir / f"replica-{i}", **server_overrides)
             for i in range(replicas)
@@ -208,31 +225,91 @@ class ReplicaSet:
         except BaseException:
             self.stop()
             raise
+        if self.check_interval_s > 0:
+            self._supervisor = threading.Thread(target=self._supervise, name="replica-supervisor", daemon=True)
+            self._supervisor.start()
         return self
+
+    def _supervise(self) -> None:
+        """Every ``check_interval_s``: restart each server that died without being stopped on purpose."""
+        while not self._stopping.wait(self.check_interval_s):
+            for index, server in enumerate(self.servers):
+                if self._stopping.is_set():
+                    return
+                if index in self._stopped or server.process is None or server.running:
+                    continue
+                try:
+                    self.restart_replica(index)
+                except Exception:  # keep supervising the others; try this one again next round
+                    log.exception("replica %d: restart failed; trying again", index)
+
+    def restart_replica(self, index: int) -> None:
+        """A dead replica back into service: drain it from nginx, reap its stubs, wait for its ports, start it on
+        them, wait until it is ready, put it back into rotation."""
+        server = self.servers[index]
+        proc = server.process
+        code = proc.returncode if proc is not None else None
+        log.warning("replica %d (%s) exited with code %s: restarting it", index, server.settings.grpc_url, code)
+        self.proxy.set_down(self.proxy.down | {index}, settle_s=0.0)
+        if proc is not None:
+            reap_group(proc.pid)
+        s = server.settings
+        deadline = time.monotonic() + self.port_wait_s
+        while not all(port_is_free(s.host, p) for p in (s.grpc_port, s.http_port, s.metrics_port)):
+            if time.monotonic() > deadline or self._stopping.is_set():
+                raise ServerError(f"replica {index}: its ports are still taken {self.port_wait_s:.0f} s after it died.")
+            time.sleep(0.2)
+        if self._stopping.is_set():
+            return
+        server.start()
+        self.restarts[index] += 1
+        self.proxy.set_down(self.proxy.down - {index}, settle_s=0.2)
+        log.info("replica %d serving again (restart %d)", index, self.restarts[index])
 
     def stop_replica(self, index: int, drain_s: float = 1.0) -> None:
         """Take a replica out of rotation, let its requests finish, then stop it (what a Kubernetes
         readiness flip + preStop sleep do). Triton answers requests that arrive while it shuts down with
-        UNAVAILABLE, which nginx cannot retry, so draining first is what makes the stop lossless."""
+        UNAVAILABLE, which nginx cannot retry, so draining first is what makes the stop lossless.
+        The supervisor leaves it stopped until :meth:`start_replica`."""
+        self._stopped.add(index)
         self.proxy.set_down(self.proxy.down | {index}, settle_s=drain_s)
         self.servers[index].stop()
 
     def kill_replica(self, index: int) -> None:
-        """Crash a replica (SIGKILL): no draining; nginx retries its requests on the others."""
+        """Crash a replica: SIGKILL to its tritonserver only (as the kernel's OOM killer would), no draining; nginx
+        retries its requests on the others, and the supervisor restarts it."""
         proc = self.servers[index].process
         if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+            proc.kill()
 
     def start_replica(self, index: int) -> None:
         """Start a stopped replica, wait until it is ready, then put it back into rotation."""
         self.servers[index].start()
+        self._stopped.discard(index)
         self.proxy.set_down(self.proxy.down - {index}, settle_s=0.2)
 
     def stop(self) -> None:
+        """Stop the supervisor, nginx, every server and their stubs."""
+        self._stopping.set()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(self.port_wait_s + 150)
         self.proxy.stop()
         for server in self.servers:
             server.stop()
+
+    def run_until_signal(self) -> None:
+        """Serve until SIGINT or SIGTERM (``make replicas``, a process manager), then stop everything.
+        Handlers, not a blocked signal mask: the servers started later would inherit the mask and ignore SIGTERM."""
+        received = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: received.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not received.wait(1.0):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            log.info("signal received: stopping the replicas and the proxy")
+            self.stop()
 
     def __enter__(self) -> ReplicaSet:
         return self.start()

@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 STATE_DIR = Path(".triton")
 ADMIN_HEADER = "ner-admin-key"  # HTTP header; gRPC metadata key is GRPC_ADMIN_HEADER (Triton adds a prefix)
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
-RESTRICTED = "model-repository,shared-memory"
+# Triton 2.51's names (tritonserver --help lists: health, metadata, inference, shared-memory, model-config,
+# model-repository, statistics, trace, logging). With a key these need the admin header; the rest stay open.
+RESTRICTED = "model-repository,shared-memory,logging,trace"
+MODEL_CONTROL_MODES = ("poll", "none", "explicit")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -65,23 +68,34 @@ class ServerSettings:
     log_file: Path = STATE_DIR / "tritonserver.log"
     pid_file: Path = STATE_DIR / "tritonserver.pid"
     # "poll": the server watches the repository and swaps in new model versions (a rebuild while
-    # serving updates the model without downtime); "none": load once at start.
+    # serving updates the model without downtime); "none": load once at start; "explicit": load every model
+    # at start (``--load-model=*``), then change only when told through the repository API (``ner-rollout``).
+    # In every mode a model loads the version its config pins (``version_policy``, written by the rollout).
     model_control_mode: str = "poll"
     poll_seconds: int = 2
-    # With a key, Triton's model-repository and shared-memory APIs need the header ADMIN_HEADER=<key>
-    # (--grpc-restricted-protocol / --http-restricted-api); inference and health stay open.
+    # With a key, Triton's model-repository, shared-memory, logging and trace APIs (RESTRICTED) need the header
+    # ADMIN_HEADER=<key> (--grpc-restricted-protocol / --http-restricted-api); inference and health stay open.
     admin_key: str | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.model_control_mode not in MODEL_CONTROL_MODES:
+            raise ConfigError(
+                f"model control mode {self.model_control_mode!r} must be one of {', '.join(MODEL_CONTROL_MODES)} "
+                "(TRITON_MODEL_CONTROL)."
+            )
 
     @classmethod
     def from_env(cls) -> ServerSettings:
         """Ports from ``TRITON_GRPC_PORT``/``TRITON_HTTP_PORT``/``TRITON_METRICS_PORT``, repository from
-        ``MODEL_REPOSITORY``, ``TRITON_MODEL_CONTROL`` (poll | none), ``TRITON_ADMIN_KEY``."""
+        ``MODEL_REPOSITORY``, ``TRITON_MODEL_CONTROL`` (poll | none | explicit), ``TRITON_ADMIN_KEY``."""
         base = cls()
         repo = os.environ.get("MODEL_REPOSITORY", "").strip()
         control = os.environ.get("TRITON_MODEL_CONTROL", "").strip() or base.model_control_mode
-        if control not in ("poll", "none"):
-            raise ConfigError(f"TRITON_MODEL_CONTROL={control!r} must be 'poll' or 'none'.")
+        if control not in MODEL_CONTROL_MODES:
+            raise ConfigError(
+                f"TRITON_MODEL_CONTROL={control!r} must be one of {', '.join(MODEL_CONTROL_MODES)}; unset it for poll."
+            )
         return replace(
             base,
             repository=Path(repo) if repo else base.repository,
@@ -299,6 +313,11 @@ class TritonServer:
             f"--model-control-mode={s.model_control_mode}",
             *([f"--repository-poll-secs={s.poll_seconds}"] if s.model_control_mode == "poll" else []),
             *(
+                ["--load-model=*"]
+                if s.model_control_mode == "explicit" and not any(a.startswith("--load-model") for a in s.extra_args)
+                else []
+            ),
+            *(
                 [
                     f"--grpc-restricted-protocol={RESTRICTED}:{ADMIN_HEADER}={s.admin_key}",
                     f"--http-restricted-api={RESTRICTED}:{ADMIN_HEADER}={s.admin_key}",
@@ -360,21 +379,66 @@ class TritonServer:
         )
 
     def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (Triton finishes requests in flight and stops its stubs), SIGKILL after ``timeout``; then
+        whatever is left of its process group (python backend stubs) is reaped."""
         proc = self.process
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        reap_group(proc.pid)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group ``pgid`` (from /proc; empty where there is no /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="utf-8", errors="replace").rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def reap_group(pgid: int) -> list[int]:
+    """SIGKILL what is left of a stopped server's process group: its python backend stubs, which outlive a
+    server that was killed (each holds its model's memory). The server runs in its own session
+    (``start_new_session``), so the group is ours alone. Returns the pids that were signalled."""
+    left = group_members(pgid)
+    if left:
+        log.warning("reaping %d process(es) left by tritonserver %d: %s", len(left), pgid, left)
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return []
+    return left
+
+
+def is_our_server(pid: int) -> bool:
+    """True when ``pid`` is alive and runs a ``tritonserver`` binary (its /proc/<pid>/cmdline), so that a stale
+    pid file never makes ``make stop`` signal an unrelated process that got the same pid."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(argv) and Path(argv[0].decode("utf-8", "replace")).name == "tritonserver"
 
 
 def start_background(settings: ServerSettings) -> int:
@@ -389,17 +453,20 @@ def stop_background(settings: ServerSettings, timeout: float = 20.0) -> bool:
     """``make stop``: stop the server recorded in the pid file; False when none was running."""
     if not settings.pid_file.is_file():
         return False
-    pid = int(settings.pid_file.read_text(encoding="utf-8").strip())
+    raw = settings.pid_file.read_text(encoding="utf-8").strip()
     settings.pid_file.unlink()
+    if not raw.isdigit() or not is_our_server(pid := int(raw)):
+        log.warning("pid file %s named %r, which is no running tritonserver (stale): nothing signalled",
+                    settings.pid_file, raw)  # fmt: skip
+        return False
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not is_our_server(pid):  # gone (or a zombie of a parent that exited: cmdline is empty)
+            reap_group(pid)
             return True
         time.sleep(0.2)
     os.killpg(pid, signal.SIGKILL)

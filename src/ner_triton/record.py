@@ -1,0 +1,328 @@
+"""The build record: what a build measured and which variant ``ner`` serves, as one frozen :class:`BuildReport`.
+
+It crosses every stage after the build: the build writes it (``artifacts/report.json``, :meth:`BuildReport.write`),
+install reads the served choice and the gate (``repository.install``), the GPU export the TensorRT form's score
+(``pipeline.gate.check_report``), served evaluation the served variant's in-process F1 (``bench.served_eval``) and
+the markdown report everything (``pipeline.report``). Nothing else reads ``report.json``: every reader goes through
+:meth:`BuildReport.load`, which refuses a file from an earlier release (no ``schema`` field, or another one) with
+the fix (``make build``).
+
+    report = BuildReport.load(artifacts / REPORT_JSON)
+    report.served.variant, report.gate.passed, report.variants["onnx_int8"].f1
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ner_triton.errors import ModelLoadError
+
+SCHEMA = 2  # report.json's "schema"; files without it (or with another) are from an earlier release
+
+
+def _tuple(items: Any) -> tuple[str, ...]:
+    return tuple(str(x) for x in items or ())
+
+
+@dataclass(frozen=True)
+class TypeScore:
+    """Entity-level scores of one entity type (or micro-averaged)."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TypeScore:
+        return cls(float(d["precision"]), float(d["recall"]), float(d["f1"]), int(d["support"]))
+
+
+@dataclass(frozen=True)
+class LatencyScore:
+    """In-process latency of tokenize + run for one batch size."""
+
+    batch_size: int
+    ms_per_batch_p50: float
+    ms_per_batch_p95: float
+    sentences_per_s: float
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LatencyScore:
+        return cls(int(d["batch_size"]), float(d["ms_per_batch_p50"]), float(d["ms_per_batch_p95"]),
+                   float(d["sentences_per_s"]))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VariantScore:
+    """One model form on the test split: scores, size, in-process latency per batch size (``batch_1``, ...)."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    sentences: int
+    per_type: Mapping[str, TypeScore]
+    size_mb: float
+    latency: Mapping[str, LatencyScore]
+    delta_f1_points: float  # against the reference (onnx_fp32)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VariantScore:
+        return cls(
+            precision=float(d["precision"]),
+            recall=float(d["recall"]),
+            f1=float(d["f1"]),
+            support=int(d["support"]),
+            sentences=int(d["sentences"]),
+            per_type={k: TypeScore.from_dict(v) for k, v in d["per_type"].items()},
+            size_mb=float(d["size_mb"]),
+            latency={k: LatencyScore.from_dict(v) for k, v in d["latency"].items()},
+            delta_f1_points=float(d["delta_f1_points"]),
+        )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One variant the served choice was made among."""
+
+    report_key: str
+    f1: float
+    delta_f1_points: float
+    passed_gate: bool
+    sentences_per_s: float | None  # the race's speed; None when it did not race
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Candidate:
+        speed = d.get("sentences_per_s")
+        return cls(str(d["report_key"]), float(d["f1"]), float(d["delta_f1_points"]), bool(d["passed_gate"]),
+                   None if speed is None else float(speed))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Served:
+    """Which CPU variant the one-step ``ner`` serves, and why (``pipeline.serve.choose``)."""
+
+    variant: str | None  # variant key (e.g. int8_dynamic); None when no candidate passed
+    report_key: str | None
+    triton_model: str
+    passed: bool
+    reason: str
+    max_f1_drop_points: float
+    race: str
+    candidates: Mapping[str, Candidate]
+    failures: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Served:
+        return cls(
+            variant=None if d["variant"] is None else str(d["variant"]),
+            report_key=None if d["report_key"] is None else str(d["report_key"]),
+            triton_model=str(d["triton_model"]),
+            passed=bool(d["passed"]),
+            reason=str(d["reason"]),
+            max_f1_drop_points=float(d["max_f1_drop_points"]),
+            race=str(d["race"]),
+            candidates={k: Candidate.from_dict(v) for k, v in d["candidates"].items()},
+            failures=_tuple(d.get("failures")),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """The accuracy gate on the served variant (``not_served``: other variants that missed it, reported only)."""
+
+    max_f1_drop_points: float
+    reference: str
+    served: str | None
+    passed: bool
+    failures: tuple[str, ...] = ()
+    not_served: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GateVerdict:
+        return cls(float(d["max_f1_drop_points"]), str(d["reference"]), d.get("served"), bool(d["passed"]),
+                   _tuple(d.get("failures")), _tuple(d.get("not_served")))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The quality floor: the FP32 model against the dictionary baseline (``pipeline.baseline``)."""
+
+    baseline_f1: float
+    model_f1: float
+    margin_points: float
+    required_margin_points: float | None
+    min_f1: float | None
+    passed: bool
+    failures: tuple[str, ...] = ()
+    zero_f1_types: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Quality:
+        need, min_f1 = d.get("required_margin_points"), d.get("min_f1")
+        return cls(
+            baseline_f1=float(d["baseline_f1"]),
+            model_f1=float(d["model_f1"]),
+            margin_points=float(d["margin_points"]),
+            required_margin_points=None if need is None else float(need),
+            min_f1=None if min_f1 is None else float(min_f1),
+            passed=bool(d["passed"]),
+            failures=_tuple(d.get("failures")),
+            zero_f1_types=_tuple(d.get("zero_f1_types")),
+        )
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The dictionary baseline's scores (spans seen as entities in training, tagged wherever they occur)."""
+
+    precision: float
+    recall: float
+    f1: float
+    types_only_in_test: tuple[str, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)  # the rest of pipeline.baseline's figures
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Baseline:
+        rest = {k: v for k, v in d.items() if k not in ("precision", "recall", "f1", "types_only_in_test")}
+        return cls(float(d["precision"]), float(d["recall"]), float(d["f1"]), _tuple(d.get("types_only_in_test")),
+                   rest)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Training:
+    """What fine-tuning did (``pipeline.finetune``'s summary; ``details``: the rest of it, e.g. pruning)."""
+
+    train_sentences: int
+    valid_sentences: int
+    epochs_run: int
+    epochs_planned: int
+    steps_run: int | None
+    stop_reason: str | None
+    best_epoch: int
+    best_valid_f1: float
+    train_seconds: float
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    NAMED = ("train_sentences", "valid_sentences", "epochs_run", "epochs_planned", "steps_run", "stop_reason",
+             "best_epoch", "best_valid_f1", "train_seconds")  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Training:
+        steps, stop = d.get("steps_run"), d.get("stop_reason")
+        return cls(
+            train_sentences=int(d["train_sentences"]),
+            valid_sentences=int(d["valid_sentences"]),
+            epochs_run=int(d["epochs_run"]),
+            epochs_planned=int(d.get("epochs_planned", d["epochs_run"])),
+            steps_run=None if steps is None else int(steps),
+            stop_reason=None if stop is None else str(stop),
+            best_epoch=int(d["best_epoch"]),
+            best_valid_f1=float(d["best_valid_f1"]),
+            train_seconds=float(d["train_seconds"]),
+            details={k: v for k, v in d.items() if k not in cls.NAMED and k != "model"},
+        )
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """Everything one build measured and decided (``artifacts/report.json``)."""
+
+    model: str
+    data: str
+    test_sentences: int
+    training: Training
+    variants: Mapping[str, VariantScore]  # report key (torch_fp32, onnx_fp32, onnx_int8, ...) -> scores
+    served: Served
+    gate: GateVerdict
+    baseline: Baseline | None
+    quality: Quality | None
+    settings: Mapping[str, Any]  # BuildSettings.as_dict(): the inputs, for reproducing the build
+    versions: Mapping[str, str]  # library -> version
+    cpus: int | None
+    threads: int
+    platform: str
+    build_seconds: float
+    schema: int = SCHEMA
+
+    def f1(self, report_key: str) -> float:
+        """The test F1 of one variant; names the variants this build has when it lacks ``report_key``."""
+        if report_key not in self.variants:
+            raise ModelLoadError(
+                f"this build report has no variant {report_key!r} (it has {', '.join(self.variants)}): "
+                "run `make build`."
+            )
+        return self.variants[report_key].f1
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (report.json): the same shape as the files it reads back."""
+        out = _plain(self)
+        training = out.pop("training")
+        out["training"] = {**training.pop("details"), **training}
+        if out["baseline"] is not None:
+            base = out["baseline"]
+            out["baseline"] = {**base.pop("details"), **base}
+        out["machine"] = {"cpus": out.pop("cpus"), "threads": out.pop("threads"), "platform": out.pop("platform")}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "report.json") -> BuildReport:
+        """Read the JSON form; a file from an earlier release (or not a build report) is refused with the fix."""
+        if d.get("schema") != SCHEMA:
+            found = "no schema field" if "schema" not in d else f"schema {d.get('schema')!r}"
+            raise ModelLoadError(
+                f"{source} is a build report from an earlier release ({found}; this release reads schema {SCHEMA}): "
+                "run `make build` to rebuild it."
+            )
+        try:
+            machine = d["machine"]
+            return cls(
+                model=str(d["model"]),
+                data=str(d["data"]),
+                test_sentences=int(d["test_sentences"]),
+                training=Training.from_dict(d["training"]),
+                variants={k: VariantScore.from_dict(v) for k, v in d["variants"].items()},
+                served=Served.from_dict(d["served"]),
+                gate=GateVerdict.from_dict(d["gate"]),
+                baseline=None if d.get("baseline") is None else Baseline.from_dict(d["baseline"]),
+                quality=None if d.get("quality") is None else Quality.from_dict(d["quality"]),
+                settings=dict(d.get("settings") or {}),
+                versions={str(k): str(v) for k, v in (d.get("versions") or {}).items()},
+                cpus=None if machine.get("cpus") is None else int(machine["cpus"]),
+                threads=int(machine["threads"]),
+                platform=str(machine.get("platform", "")),
+                build_seconds=float(d["build_seconds"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelLoadError(f"{source} is not a complete build report ({exc!r}): run `make build`.") from exc
+
+    @classmethod
+    def load(cls, path: Path) -> BuildReport:
+        """``report.json`` of a build; a missing file names the fix (``make build``)."""
+        if not path.is_file():
+            raise ModelLoadError(f"{path} is missing: only a finished build has a report; run `make build`.")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"{path} is not JSON ({exc}): run `make build`.") from exc
+        if not isinstance(data, dict):
+            raise ModelLoadError(f"{path} is not a build report: run `make build`.")
+        return cls.from_dict(data, str(path))
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def _plain(obj: Any) -> Any:
+    """A dataclass as JSON-ready dicts and lists (tuples -> lists, mappings -> dicts)."""
+    return json.loads(json.dumps(asdict(obj), default=list))
