@@ -232,8 +232,8 @@ def translate_error(
     message = getattr(exc, "message", lambda: str(exc))() or str(exc)
     if code is grpc.StatusCode.UNAVAILABLE and RESTRICTED_PROTOCOL in message:
         return AccessDeniedError(
-            f"{model} at {url} refused the call ({message}): this protocol needs the admin key header; send it "
-            "with --header (or headers=), or call an unrestricted protocol."
+            f"{model} at {url} refused the call ({message}): Triton restricts this protocol to callers that send "
+            "the header it names (e.g. the admin key); send it with --header (or headers=)."
         )
     if code is grpc.StatusCode.UNAVAILABLE:
         # Triton's own errors carry its request-id prefix: that UNAVAILABLE came from a server that answered
@@ -272,6 +272,8 @@ class RetryPolicy:
 
     def should_retry(self, exc: Exception, attempt: int) -> bool:
         code = status_code(exc)
+        if RESTRICTED_PROTOCOL in str(exc):  # UNAVAILABLE for a missing admin header: a retry cannot help
+            return False
         return attempt < self.retries and code is not None and code.name in self.retryable
 
 

@@ -25,12 +25,11 @@ from ner_triton.client_cli import (
     EXIT_ACCESS_DENIED,
     EXIT_ERROR,
     EXIT_OK,
-    EXIT_OVERLOADED,
     EXIT_REJECTED,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
 )
-from ner_triton.errors import AccessDeniedError, ClientError, OverloadedError, ServiceUnavailableError
+from ner_triton.errors import AccessDeniedError, ClientError, ServiceUnavailableError
 from ner_triton.serving.server import ServerSettings, TritonServer, free_ports
 from support import TinyBuild
 
@@ -101,7 +100,8 @@ def test_tls_and_the_header_reach_triton(tls_server: TlsServer, pki: Pki) -> Non
         results = client.extract(TEXTS)
     assert len(results) == 2 and all(isinstance(r, list) for r in results)
     # Triton refuses the same call without the header: the header is what got it through.
-    with NerClient(url, tls=Tls(root_certificates=pki.ca)) as client, pytest.raises(OverloadedError) as info:
+    # (Triton answers UNAVAILABLE; the client names it for what it is: credentials refused, not overload)
+    with NerClient(url, tls=Tls(root_certificates=pki.ca)) as client, pytest.raises(AccessDeniedError) as info:
         client.extract(TEXTS)
     assert "restricted" in str(info.value) and "x-api-token" in str(info.value)
     # Plain text to a TLS port, and TLS with the system CAs (which did not sign this server), never connect.
@@ -188,7 +188,7 @@ def test_cli_exit_codes(tls_server: TlsServer, pki: Pki, tmp_path: Path) -> None
         "plain text to TLS": (["--url", url, "--timeout", "3", "x"], EXIT_UNAVAILABLE),
         "unknown model": (["--url", url, *tls, "--model", "nope", "x"], EXIT_REJECTED),
         "empty text": (["--url", url, *tls, " "], EXIT_REJECTED),
-        "no token": (["--url", url, "--root-certificates", str(pki.ca), "--retries", "0", "x"], EXIT_OVERLOADED),
+        "no token": (["--url", url, "--root-certificates", str(pki.ca), "--retries", "0", "x"], EXIT_ACCESS_DENIED),
         "missing CA file": (["--url", url, "--root-certificates", str(tmp_path / "nope.pem"), "x"], EXIT_ERROR),
         "bad header": (["--url", url, *tls, "-H", "no colon", "x"], EXIT_ERROR),
         "usage": (["--url", url, "--timeout", "soon", "x"], EXIT_USAGE),

@@ -91,7 +91,7 @@ def test_a_restricted_protocol_refusal_is_access_denied_not_overload() -> None:
     """Triton refuses a call of a header-restricted protocol with UNAVAILABLE; that is not worth a retry."""
     message = "This protocol is restricted, expecting header 'triton-grpc-protocol-ner-admin-key'"
     err = translate_error(FakeError("StatusCode.UNAVAILABLE", message), "127.0.0.1:8001", "ner", 5.0, True)
-    assert type(err) is AccessDeniedError and "admin key" in str(err)
+    assert type(err) is AccessDeniedError and "send the header" in str(err)
 
 
 @pytest.mark.parametrize("message", ["Request timeout expired", "failed to connect to all addresses", "deadline"])

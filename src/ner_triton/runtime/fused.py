@@ -32,6 +32,7 @@ from ner_triton.errors import CapacityError, InvalidInputError
 from ner_triton.labels import LabelMap
 from ner_triton.runtime.bert import BertRunner
 from ner_triton.runtime.limits import Limits
+from ner_triton.runtime.session import trim_heap
 from ner_triton.runtime.slots import LowPriority, Slot, Slots
 from ner_triton.runtime.steps import Postprocessor, Preprocessor, check_sizes, decode_texts
 from ner_triton.schema import (
@@ -124,6 +125,8 @@ class FusedNer:
             for req in more:
                 if req.slot is not None:
                     req.slot.release()
+            if large:  # a large request's tokens and tensors were freed: give the heap back (refused ones too)
+                trim_heap()
         return out
 
     @staticmethod
