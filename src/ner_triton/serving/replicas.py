@@ -47,7 +47,7 @@ class ProxySettings:
     nginx: str = "nginx"
     # A replica that refused a connection is skipped for this long before nginx tries it again.
     fail_timeout_s: int = 2
-    max_body_mib: int = 16  # a request may carry 64 texts of 100 kB (runtime.limits.Limits)
+    max_body_mib: int = 16  # requests are budgeted far below (runtime.limits.Limits: 200 kB)
 
     @property
     def grpc_url(self) -> str:
