@@ -17,7 +17,8 @@ cores; the local multi-replica mode shares 2 cores, where more replicas add no c
 A replica in a cluster runs one instance of the one-step ``ner`` per CPU of its limit (``NER_INSTANCES``,
 docs/scaling.md), and this model scales by instances: on a 16-core Xeon 1, 4, 8 and 16 instances served 490, 2,002,
 3,495 and 6,566 sent/s (16 instances: 13.4x one). ``--instances`` plans for replicas of that many instances from a
-curve measured with ``--measured-instances`` (the committed repository's count, which ``make bench`` serves): the
+curve measured with ``--measured-instances`` (the CPUs the committed repository is written for, which ``make bench``
+serves; ``ner`` has one more instance for the bulk lane of large requests): the
 curve is scaled as that many copies side by side - linear, an upper bound (13.4/16 = 84% of it at 16 on the Xeon).
 
     ner-capacity --rate 1000 --slo-p99-ms 100                 # from benchmarks/results/latest.json
