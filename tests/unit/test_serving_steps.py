@@ -160,6 +160,13 @@ def test_bert_runner_gives_each_request_the_logits_of_running_it_alone(tiny_buil
         (alone,) = runner.run([feed])
         assert logits.shape == (*feed[INPUT_IDS].shape, alone.shape[-1])
         np.testing.assert_allclose(logits, alone, atol=1e-4)
+    # in slices of at most 32 padded positions per ONNX Runtime run (max_run_tokens), shrinking the arena after
+    # each run above 16 positions: the same logits
+    sliced = BertRunner(
+        tiny_build.artifacts / "onnx" / "model_fp32.onnx", threads=1, max_run_tokens=32, shrink_above=16
+    )
+    for logits, small in zip(together, sliced.run(feeds), strict=True):
+        np.testing.assert_allclose(small, logits, atol=1e-4)
 
 
 PARITY_TEXTS = [
