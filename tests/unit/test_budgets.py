@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,12 @@ def test_fused_ner_admits_cheapest_first_answers_them_first_and_refuses_what_the
     assert isinstance(out[0], CapacityError) and "bulk_tokens" in str(out[0]) and isinstance(out[1], np.ndarray)
     held.release()
     assert isinstance(ner([bulk])[0], np.ndarray)
+
+    # one request over bulk_bytes (it takes the only slot before tokenizing; 160 sub-tokens) and a cheaper one over
+    # bulk_tokens (128) in one batch: the slot passes from the first to the second, neither is refused by its batch
+    spacious = _texts("the cheese " * 50 + " " * 700).reshape(-1, 1)
+    roomy = Slots("fused-test-roomy", 1, tmp_path)
+    ner = FusedNer(version, replace(limits, max_batch_tokens=400), threads=1, slots=roomy)
+    out = ner([bulk, spacious])
+    assert all(isinstance(r, np.ndarray) for r in out), out
+    assert roomy.try_acquire() is not None, "every slot is released after the batch"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import threading
 import time
@@ -73,20 +74,23 @@ def call(client: Any, texts: list[str], timeout_s: float = 120.0, model: str = E
 
 
 def attack(
-    url: str, limits: Limits, seconds: float, offset: int, pause_s: float, nice: int
+    url: str, limits: Limits, seconds: float, offset: int, pause_s: float, nice: int, ready: Any = None
 ) -> list[tuple[str, str, float]]:
     """Send the worst requests in turn for ``seconds``, each ``pause_s`` after the previous one ended: (case,
     status, seconds) of each. The process lowers its own CPU priority by ``nice``: on the server's host the load
     generator's CPU is not the server's cost (real clients run elsewhere), and a refusal comes back within
-    milliseconds, so a loop without pause would measure the generator."""
+    milliseconds, so a loop without pause would measure the generator. ``ready``: a barrier shared with the
+    measuring process, passed once the process is set up, so the attack phase is all attack."""
     import tritonclient.grpc as grpcclient
 
     os.nice(nice)
     cases = worst_requests(limits)
     names = sorted(cases)
     names = names[offset % len(names) :] + names[: offset % len(names)]
-    out, end = [], time.monotonic() + seconds
     with grpcclient.InferenceServerClient(url) as client:
+        if ready is not None:
+            ready.wait()
+        out, end = [], time.monotonic() + seconds
         while time.monotonic() < end:
             for name in names:
                 out.append((name, *call(client, cases[name])))
@@ -154,10 +158,12 @@ class Phase:
     peak_mib: float = 0.0
 
     def good_ms(self, q: float) -> float:
-        return float(np.percentile([dt for _, dt in self.good], q)) * 1e3 if self.good else float("nan")
+        """A percentile of the answered short requests' latency (a refused one would flatter it)."""
+        ok = [dt for status, dt in self.good if status == "OK"]
+        return float(np.percentile(ok, q)) * 1e3 if ok else float("nan")
 
     def summary(self) -> dict[str, float]:
-        out = {"requests": len(self.good)}
+        out = {"requests": len(self.good), "failed": sum(status != "OK" for status, _ in self.good)}
         return {
             **out,
             **{f"p{q}_ms": round(self.good_ms(q), 2) for q in (50, 90, 99)},
@@ -181,8 +187,14 @@ def run_phase(
                 time.sleep(0.01)
         return out
 
-    with ThreadPoolExecutor(1) as threads, ProcessPoolExecutor(max(attackers, 1)) as processes:
-        bad = [processes.submit(attack, url, limits, seconds, i, pause_s, nice) for i in range(attackers)]
+    with (
+        multiprocessing.Manager() as manager,
+        ThreadPoolExecutor(1) as threads,
+        ProcessPoolExecutor(max(attackers, 1)) as processes,
+    ):
+        ready = manager.Barrier(attackers + 1)
+        bad = [processes.submit(attack, url, limits, seconds, i, pause_s, nice, ready) for i in range(attackers)]
+        ready.wait(timeout=120)  # every attacker is set up: the phase starts now
         good = threads.submit(good_loop)
         end = time.monotonic() + seconds
         while time.monotonic() < end:

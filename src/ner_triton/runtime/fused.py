@@ -111,20 +111,23 @@ class FusedNer:
             done(index, result)
         # then the bulk lane: each request holds a host-wide slot and runs on the low-priority thread
         bulk = [q for q in admitted if q.tokens > self.limits.bulk_tokens]
-        used, more = self._admit([self._try(done, self._prepare_large, *q) for q in large], used, done)
+        held: list[Slot] = []  # every slot taken here, released on every path (release is idempotent)
         try:
-            for req in sorted(bulk + more, key=lambda q: q.tokens):
+            prepared = [self._try(done, self._prepare_large, *q, held) for q in large]
+            used, more = self._admit(prepared, used, done)
+            # those that already hold a slot first: a token-heavy request of this batch gets it after them
+            for req in sorted(bulk + more, key=lambda q: (q.slot is None, q.tokens)):
                 slot = req.slot or self.slots.try_acquire()
                 if slot is None:
                     done(req.index, CapacityError(self._busy(self._bulk_taken())))
                     continue
+                held.append(slot)
                 with slot:
                     for index, result in self.low(self._run, [req]):
                         done(index, result)
         finally:  # a fault on the way must not keep a slot from the other instances
-            for req in more:
-                if req.slot is not None:
-                    req.slot.release()
+            for slot in held:
+                slot.release()
             if large:  # a large request's tokens and tensors were freed: give the heap back (refused ones too)
                 trim_heap()
         return out
@@ -132,14 +135,15 @@ class FusedNer:
     @staticmethod
     def _try(
         done: Send,
-        prepare: Callable[[int, tuple[int, ...], np.ndarray], _Request],
+        prepare: Callable[..., _Request],
         index: int,
         shape: tuple[int, ...],
         flat: np.ndarray,
+        *more: object,
     ) -> _Request | None:
         """``prepare``'s request, or None when the request got its error (bad input, over budget, no slot)."""
         try:
-            return prepare(index, shape, flat)
+            return prepare(index, shape, flat, *more)
         except (InvalidInputError, CapacityError) as exc:
             done(index, exc)
             return None
@@ -169,13 +173,14 @@ class FusedNer:
         """A request's checks (count, bytes, UTF-8, controls), windows and sub-token budget."""
         return _Request(index, shape, flat, self.pre.encode_each(decode_texts(flat, self.limits)))
 
-    def _prepare_large(self, index: int, shape: tuple[int, ...], flat: np.ndarray) -> _Request:
+    def _prepare_large(self, index: int, shape: tuple[int, ...], flat: np.ndarray, held: list[Slot]) -> _Request:
         """:meth:`_prepare` for a request of more than ``bulk_bytes``: it takes a bulk slot first (none free: refused
-        before any tokenizing) and is tokenized on the low-priority thread."""
+        before any tokenizing; the slot goes into ``held`` at once) and is tokenized on the low-priority thread."""
         check_sizes(flat, self.limits)
         slot = self.slots.try_acquire()
         if slot is None:
             raise CapacityError(self._busy(self._bulk_taken()))
+        held.append(slot)
         try:
             req = self.low(self._prepare, index, shape, flat)
         except BaseException:
@@ -187,7 +192,7 @@ class FusedNer:
     def _busy(self, why: str) -> str:
         return (
             f"server busy: {why}; retry with backoff, or send smaller requests (at most {self.limits.bulk_tokens} "
-            f"sub-tokens and {self.limits.bulk_bytes} bytes stay out of the bulk lane; NerClient's do)."
+            f"sub-tokens and {self.limits.bulk_bytes} bytes stay out of the bulk lane)."
         )
 
     def _run(self, reqs: list[_Request]) -> list[tuple[int, Result]]:

@@ -13,7 +13,8 @@ request the limits accept must cost a bounded time and memory, and so must the w
   (:mod:`ner_triton.runtime.slots`); without a free slot it is refused at once (UNAVAILABLE, retry) - one over
   ``bulk_bytes`` before any tokenizing - so large requests never occupy every instance and short requests keep
   flowing. Bulk requests are tokenized and run on a thread ``bulk_nice`` steps lower in CPU priority, so the
-  cores serve short requests first. NerClient's requests (at most 8 kB) stay out of the bulk lane.
+  cores serve short requests first (the calling thread's share: with ``threads`` > 1 ONNX Runtime's other
+  threads keep normal priority). NerClient's requests (at most 4 kB) of English or CJK text stay out of it.
 * **One dynamic batch** (the fused ``ner``): requests are admitted cheapest first while their sub-tokens fit in
   ``max_batch_tokens``; the rest are refused (UNAVAILABLE, retry). One request alone is always admitted.
 * **One ONNX Runtime run**: at most ``max_run_tokens`` padded positions (windows x length) are run at once, which

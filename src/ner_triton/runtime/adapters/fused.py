@@ -38,16 +38,25 @@ class TritonPythonModel:
         pending = set(range(len(requests)))
 
         def send(i, result):
-            if isinstance(result, Exception):
-                response = error_response(result, self.name)
-            else:
-                response = pb_utils.InferenceResponse([pb_utils.Tensor(ENTITIES, result)])
-            senders[i].send(response, flags=FINAL)
+            if i not in pending:  # one response per request, whatever happens
+                return
             pending.discard(i)
+            try:
+                if isinstance(result, Exception):
+                    response = error_response(result, self.name)
+                else:
+                    response = pb_utils.InferenceResponse([pb_utils.Tensor(ENTITIES, result)])
+                senders[i].send(response, flags=FINAL)
+            except Exception as exc:  # a failed send (e.g. no shared memory for a big answer) fails this request only
+                pb_utils.Logger.log_error(f"{self.name}: cannot send the response of request {i}: {exc!r}")
+                try:
+                    senders[i].send(error_response(exc, self.name), flags=FINAL)
+                except Exception as again:
+                    pb_utils.Logger.log_error(f"{self.name}: request {i} got no response: {again!r}")
 
         try:
             self.ner([pb_utils.get_input_tensor_by_name(r, TEXT).as_numpy() for r in requests], send)
         except Exception as exc:  # never let one batch take the stub down; every request gets an answer
             for i in sorted(pending):
-                senders[i].send(error_response(exc, self.name), flags=FINAL)
+                send(i, exc)
         return None
