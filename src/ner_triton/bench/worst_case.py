@@ -3,11 +3,13 @@ their latency meanwhile?
 
 Reads the budgets from ``ner``'s config (``runtime.limits.Limits`` in its parameters), builds the costliest
 requests they accept (64 texts of one full window each; one text of ``max_windows`` windows; a mix) and some
-just over them (texts near the byte limits; one text over the request's bytes), then runs two phases of the
-same length: single sentences alone ("calm"), and single sentences while ``attackers`` processes send the worst
-requests in turn ("attack"). Reports, per worst case, how many were served or refused with which status and how
-long the slowest took; the short requests' p50/p99 in both phases; and the server's python-backend stubs'
-resident memory at the start, at peak and after (when the server runs on this host).
+just over them (texts near the byte limits; one text over the request's bytes), then runs three phases of the
+same length: single sentences alone ("calm"), single sentences while ``attackers`` processes send the worst
+requests in turn ("attack"), and single sentences alone again; the attack's p99 is compared with the slower of
+the two calm ones (a shared host's own noise drifts). Reports, per worst case, how many were served or refused
+with which status and how long the slowest took; the short requests' percentiles in each phase; and the server's
+python-backend stubs' resident memory at the start, at peak and 3 s after the attack (when the server runs on
+this host).
 
     ner-worst-case --url 127.0.0.1:8001 --seconds 15 --attackers 3     # or: make worst-case
 """
@@ -223,6 +225,10 @@ def measure(
     log.info("attack phase: %s s, %d processes sending the worst requests", seconds, attackers)
     attacked = run_phase(url, limits, seconds, attackers, pause_s, nice, rss)
     time.sleep(3)
+    after_mib = rss() if rss else None
+    log.info("calm phase again: %s s of single sentences", seconds)
+    calm_after = run_phase(url, limits, seconds, 0, pause_s, nice, None)
+    baseline_ms = max(calm.good_ms(99), calm_after.good_ms(99))  # the host's own noise drifts: the slower calm
     cases: dict[str, dict[str, Any]] = {}
     for name, status, dt in attacked.bad:
         case = cases.setdefault(name, {"statuses": Counter(), "max_s": {}})
@@ -237,9 +243,11 @@ def measure(
         "good": {
             "calm": calm.summary(),
             "attack": attacked.summary(),
-            "failed": sum(status != "OK" for status, _ in calm.good + attacked.good),
+            "calm_after": calm_after.summary(),
+            "failed": sum(status != "OK" for status, _ in calm.good + attacked.good + calm_after.good),
         },
-        "p99_ratio": attacked.good_ms(99) / calm.good_ms(99) if calm.good else float("nan"),
+        "baseline_p99_ms": round(baseline_ms, 2),
+        "p99_ratio": attacked.good_ms(99) / baseline_ms,
         "worst": {
             name: {
                 "texts": len(texts[name]),
@@ -250,8 +258,12 @@ def measure(
             for name, c in sorted(cases.items())
         },
         "stubs_mib": None
-        if rss is None or start_mib is None
-        else {"start": round(start_mib), "peak": round(max(calm.peak_mib, attacked.peak_mib)), "after": round(rss())},
+        if start_mib is None or after_mib is None
+        else {
+            "start": round(start_mib),
+            "peak": round(max(calm.peak_mib, attacked.peak_mib)),
+            "after": round(after_mib),
+        },
     }
 
 
