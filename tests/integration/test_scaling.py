@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,14 @@ from ner_triton.client import NO_RETRY, NerClient, RetryPolicy
 from ner_triton.errors import NerTritonError
 from ner_triton.loadtest.metrics import scrape
 from ner_triton.serving.replicas import ProxySettings, ReplicaSet, nginx_config
-from ner_triton.serving.server import ServerSettings, free_ports, group_members, is_ready, port_is_free
+from ner_triton.serving.server import (
+    ServerSettings,
+    free_ports,
+    group_members,
+    is_our_server,
+    is_ready,
+    port_is_free,
+)
 from support import TinyBuild
 
 pytestmark = [pytest.mark.integration, pytest.mark.scaling, pytest.mark.slow]
@@ -53,17 +61,16 @@ def test_both_replicas_receive_traffic_through_the_proxy(replicas: ReplicaSet) -
     assert sum(gained) == 40 and min(gained) >= 5, f"requests per replica: {gained}"
 
 
-def drive_while(
-    replicas: ReplicaSet, action: Callable[[], None], retry: RetryPolicy = NO_RETRY
-) -> tuple[int, list[str], float]:
-    """4 client threads send requests through the proxy while ``action`` runs in the middle; returns
-    (successes, failure messages, requests the second replica served meanwhile)."""
+@contextmanager
+def client_load(url: str, retry: RetryPolicy) -> Iterator[tuple[list[int], list[str]]]:
+    """4 client threads send requests to ``url`` until the block ends; yields (successes, failure messages),
+    filled as they go."""
     ok: list[int] = []
     failed: list[str] = []
     stop = threading.Event()
 
     def load() -> None:
-        with NerClient(replicas.url, timeout_s=30, retry=retry) as client:
+        with NerClient(url, timeout_s=30, retry=retry) as client:
             while not stop.is_set():
                 try:
                     client.extract([TEXT])
@@ -74,13 +81,24 @@ def drive_while(
     threads = [threading.Thread(target=load) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(2.0)
-    survivor_before = served(replicas.settings[1])
-    action()
-    time.sleep(3.0)
-    stop.set()
-    for t in threads:
-        t.join(30)
+    try:
+        yield ok, failed
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+
+
+def drive_while(
+    replicas: ReplicaSet, action: Callable[[], None], retry: RetryPolicy = NO_RETRY
+) -> tuple[int, list[str], float]:
+    """4 client threads send requests through the proxy while ``action`` runs in the middle; returns
+    (successes, failure messages, requests the second replica served meanwhile)."""
+    with client_load(replicas.url, retry) as (ok, failed):
+        time.sleep(2.0)
+        survivor_before = served(replicas.settings[1])
+        action()
+        time.sleep(3.0)
     return len(ok), failed, served(replicas.settings[1]) - survivor_before
 
 
@@ -102,23 +120,7 @@ def test_a_crashed_replica_is_restarted_and_serves_again_with_zero_failures(repl
     old_pid, restarts = proc.pid, replicas.restarts[0]
     stubs = group_members(old_pid)
     assert len(stubs) > 1, "the server runs python backend stubs in its process group"
-    ok: list[int] = []
-    failed: list[str] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        with NerClient(replicas.url, timeout_s=30, retry=RetryPolicy()) as client:
-            while not stop.is_set():
-                try:
-                    client.extract([TEXT])
-                    ok.append(1)
-                except NerTritonError as exc:
-                    failed.append(str(exc))
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
+    with client_load(replicas.url, RetryPolicy()) as (ok, failed):
         time.sleep(1.0)
         replicas.kill_replica(0)
         killed_at = time.monotonic()
@@ -133,10 +135,6 @@ def test_a_crashed_replica_is_restarted_and_serves_again_with_zero_failures(repl
         served_before = served(replicas.settings[0])  # a fresh server: counts from 0
         time.sleep(4.0)
         served_after = served(replicas.settings[0])
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
     gained = served_after - served_before
     print(f"crash + restart: {len(ok)} requests ok, {len(failed)} failed; ready again {back_s:.1f} s after the "
           f"kill; restarted replica served {gained:.0f} in 4 s; stubs: {len(stubs) - 1}")  # fmt: skip
@@ -191,8 +189,7 @@ def test_replicas_command_stops_servers_stubs_and_nginx_on_a_signal(
         with NerClient(f"127.0.0.1:{grpc}", timeout_s=30) as client:
             assert client.extract([TEXT])[0]
         children = _children(proc.pid)
-        (server,) = [p for p in children if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"/")
-                     and Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].endswith(b"tritonserver")]  # fmt: skip
+        (server,) = [p for p in children if is_our_server(p)]
         stubs = group_members(server)
         nginx = int((tmp_path / ".triton" / "proxy" / "nginx.pid").read_text())
         assert len(stubs) > 1 and _alive(nginx)

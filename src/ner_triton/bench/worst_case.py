@@ -33,9 +33,10 @@ import numpy as np
 import psutil
 
 from ner_triton.cli import Command, emit_json
+from ner_triton.client import text_inputs
 from ner_triton.errors import ServiceUnavailableError
 from ner_triton.runtime.limits import Limits
-from ner_triton.schema import ENSEMBLE, TEXT
+from ner_triton.schema import ENSEMBLE
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,10 @@ def call(client: Any, texts: list[str], timeout_s: float = 120.0, model: str = E
     tritonclient gRPC ``client``."""
     import tritonclient.grpc as grpcclient
 
-    data = np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1)
-    tensor = grpcclient.InferInput(TEXT, list(data.shape), "BYTES")
-    tensor.set_data_from_numpy(data)
+    inputs = text_inputs(grpcclient, texts, rank=2)
     start = time.perf_counter()
     try:
-        client.infer(model, [tensor], client_timeout=timeout_s)
+        client.infer(model, inputs, client_timeout=timeout_s)
         return "OK", time.perf_counter() - start
     except grpcclient.InferenceServerException as exc:
         return str(exc.status()).rsplit(".", 1)[-1], time.perf_counter() - start

@@ -83,13 +83,14 @@ class BertRunner:
         """Logits of ``batch`` (rows of ``length``), in slices of at most ``max_run_tokens`` positions."""
         step = max(1, self.max_run_tokens // max(length, 1))
         rows = batch[self.input_names[0]].shape[0]
-        parts = []
+        parts, shrunk = [], False
         for a in range(0, rows, step):
             part = {n: v[a : a + step] for n, v in batch.items()}
             big = part[self.input_names[0]].size > self.shrink_above
             parts.append(self.session.run([LOGITS], part, self._shrink if big else None)[0])
-            if big:
-                trim_heap()
+            shrunk |= big
+        if shrunk:  # once, after the slices: the arena gave its chunks back to the heap
+            trim_heap()
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 

@@ -61,11 +61,11 @@ class _Request:
     shape: tuple[int, ...]  # the TEXT tensor's shape, which ENTITIES repeats
     raw: np.ndarray  # [n] bytes
     texts: list[dict[str, np.ndarray]]
+    tokens: int = 0  # sub-tokens over all its windows (the budgets' measure), counted once
     slot: Slot | None = None  # the bulk slot it already holds (a request over bulk_bytes)
 
-    @property
-    def tokens(self) -> int:
-        return sum(int(t[ATTENTION_MASK].sum()) for t in self.texts)
+    def __post_init__(self) -> None:
+        self.tokens = sum(int(t[ATTENTION_MASK].sum()) for t in self.texts)
 
 
 class FusedNer:
@@ -117,11 +117,13 @@ class FusedNer:
             used, more = self._admit(prepared, used, done)
             # those that already hold a slot first: a token-heavy request of this batch gets it after them
             for req in sorted(bulk + more, key=lambda q: (q.slot is None, q.tokens)):
-                slot = req.slot or self.slots.try_acquire()
+                slot = req.slot
                 if slot is None:
-                    done(req.index, CapacityError(self._busy(self._bulk_taken())))
-                    continue
-                held.append(slot)
+                    slot = self.slots.try_acquire()
+                    if slot is None:
+                        done(req.index, CapacityError(self._busy(self._bulk_taken())))
+                        continue
+                    held.append(slot)
                 with slot:
                     for index, result in self.low(self._run, [req]):
                         done(index, result)

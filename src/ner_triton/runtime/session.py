@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +28,12 @@ def shrink_options() -> Any:
     return options
 
 
-def _libc() -> Any:
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
+# glibc's malloc_trim among the symbols already loaded in this process (no library search at import: the
+# python-backend stub imports this module when a model loads); None where the C library has none.
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
 def trim_heap() -> None:
     """Give the C heap's free memory back to the system (glibc ``malloc_trim``; a no-op elsewhere)."""
-    trim = getattr(_LIBC, "malloc_trim", None)
-    if trim is not None:
-        trim(0)
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)

@@ -24,12 +24,16 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ner_triton.cpus import INSTANCES_ENV, instance_count
 from ner_triton.errors import ConfigError
 from ner_triton.logs import setup_logging
 from ner_triton.repository.model_configs import bulk_lane_instances, parse_pbtxt, to_pbtxt, with_instances
 from ner_triton.schema import ENSEMBLE
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +42,21 @@ DEFAULT_VIEW = Path("/tmp/ner-model-repository")
 REPOSITORY_FLAG = "--model-repository"
 
 
-def fused_instances(repository: Path) -> int | None:
-    """The instance count of the repository's one-step python ``ner``; None where ``ner`` is not that model."""
+def fused_config(repository: Path) -> mc.ModelConfig | None:
+    """The config of the repository's one-step python ``ner``; None where ``ner`` is not that model."""
     path = repository / ENSEMBLE / "config.pbtxt"
     if not path.is_file():
         return None
     cfg = parse_pbtxt(path.read_text(encoding="utf-8"))
     if cfg.backend != "python" or len(cfg.instance_group) != 1:
         return None
-    return int(cfg.instance_group[0].count)
+    return cfg
+
+
+def fused_instances(repository: Path) -> int | None:
+    """The instance count of the repository's one-step python ``ner``; None where ``ner`` is not that model."""
+    cfg = fused_config(repository)
+    return None if cfg is None else int(cfg.instance_group[0].count)
 
 
 def repository_view(repository: Path, count: int, view: Path) -> Path:
@@ -72,10 +82,11 @@ def served_repository(repository: Path, count: int, view: Path) -> Path:
     """The repository the server should read: ``repository`` itself when ``ner`` is not the python model or
     already has ``count`` instances for its CPUs (plus its bulk-lane instances: ``bulk_lane_instances``), else a
     view of it with that count (:func:`repository_view`)."""
-    current = fused_instances(repository) if repository.is_dir() else None
-    if current is None:
+    cfg = fused_config(repository) if repository.is_dir() else None
+    if cfg is None:
         return repository
-    count += bulk_lane_instances(parse_pbtxt((repository / ENSEMBLE / "config.pbtxt").read_text(encoding="utf-8")))
+    current = int(cfg.instance_group[0].count)
+    count += bulk_lane_instances(cfg)
     if current == count:
         return repository
     log.warning(
