@@ -93,11 +93,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.action == "run":
         proxy = ProxySettings(grpc_port=args.grpc_port, http_port=args.http_port, nginx=args.nginx)
-        with ReplicaSet(args.repository, args.replicas, proxy) as rs:
+        rs = ReplicaSet(args.repository, args.replicas, proxy)
+
+        def announce() -> None:
             for i, s in enumerate(rs.settings):
                 print(f"replica {i}: grpc {s.grpc_url}, metrics {s.metrics_url}")
             print(f"proxy: grpc {rs.url}, http {proxy.host}:{proxy.http_port} - Ctrl-C stops everything", flush=True)
-            rs.run_until_signal()
+
+        rs.run_until_signal(announce)
         return 0
     bench = BenchSettings(sentences=args.sentences, data=args.data or default_data())
     counts = [int(n) for n in args.replicas.split(",")]

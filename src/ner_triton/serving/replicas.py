@@ -26,6 +26,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -297,12 +298,18 @@ class ReplicaSet:
         for server in self.servers:
             server.stop()
 
-    def run_until_signal(self) -> None:
-        """Serve until SIGINT or SIGTERM (``make replicas``, a process manager), then stop everything.
-        Handlers, not a blocked signal mask: the servers started later would inherit the mask and ignore SIGTERM."""
+    def run_until_signal(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Start, serve until SIGINT or SIGTERM (``make replicas``, a process manager), then stop everything.
+        The handlers are in place before anything starts, so a signal during start-up (the proxy may already
+        answer while it is still being checked) stops what was started instead of killing this process and
+        leaving servers and nginx behind. Handlers, not a blocked signal mask: the servers would inherit the mask
+        and ignore SIGTERM (a handler is reset to the default in a child that execs)."""
         received = threading.Event()
         previous = {sig: signal.signal(sig, lambda *_: received.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            self.start()
+            if on_ready is not None and not received.is_set():
+                on_ready()
             while not received.wait(1.0):
                 pass
         finally:
