@@ -28,6 +28,10 @@ def _tuple(items: Any) -> tuple[str, ...]:
     return tuple(str(x) for x in items or ())
 
 
+def _optional(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 @dataclass(frozen=True)
 class TypeScore:
     """Entity-level scores of one entity type (or micro-averaged)."""
@@ -95,12 +99,16 @@ class Candidate:
     delta_f1_points: float
     passed_gate: bool
     sentences_per_s: float | None  # the race's speed; None when it did not race
+    # The 95% interval of the difference from FP32 (points) on the data the gate decided on; None: point estimate
+    delta_low: float | None = None
+    delta_high: float | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Candidate:
         speed = d.get("sentences_per_s")
         return cls(str(d["report_key"]), float(d["f1"]), float(d["delta_f1_points"]), bool(d["passed_gate"]),
-                   None if speed is None else float(speed))  # fmt: skip
+                   None if speed is None else float(speed), _optional(d.get("delta_low")),
+                   _optional(d.get("delta_high")))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,8 @@ class Served:
     race: str
     candidates: Mapping[str, Candidate]
     failures: tuple[str, ...] = ()
+    fallback: bool = False  # True: no INT8 form passed, so ner serves FP32 (REQUIRE_INT8=1 refuses that instead)
+    decided_on: str = ""  # the held-out data the gate decided on, e.g. "valid+test (719 sentences)"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Served:
@@ -129,6 +139,8 @@ class Served:
             race=str(d["race"]),
             candidates={k: Candidate.from_dict(v) for k, v in d["candidates"].items()},
             failures=_tuple(d.get("failures")),
+            fallback=bool(d.get("fallback", False)),
+            decided_on=str(d.get("decided_on", "")),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -145,11 +157,14 @@ class GateVerdict:
     passed: bool
     failures: tuple[str, ...] = ()
     not_served: tuple[str, ...] = ()
+    fallback: bool = False  # the FP32 fallback is served (no INT8 form passed)
+    rule: str = ""  # the gate's rule in words
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GateVerdict:
         return cls(float(d["max_f1_drop_points"]), str(d["reference"]), d.get("served"), bool(d["passed"]),
-                   _tuple(d.get("failures")), _tuple(d.get("not_served")))  # fmt: skip
+                   _tuple(d.get("failures")), _tuple(d.get("not_served")), bool(d.get("fallback", False)),
+                   str(d.get("rule", "")))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -233,6 +248,65 @@ class Training:
 
 
 @dataclass(frozen=True)
+class Interval:
+    """One variant's F1 and its difference from FP32 (points), each with its interval (``pipeline.bootstrap``)."""
+
+    f1: float
+    f1_low: float
+    f1_high: float
+    delta_points: float
+    delta_low: float
+    delta_high: float
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Interval:
+        return cls(*(float(d[k]) for k in ("f1", "f1_low", "f1_high", "delta_points", "delta_low", "delta_high")))
+
+    @property
+    def half_width(self) -> float:
+        """Half the width of the difference's interval (points)."""
+        return (self.delta_high - self.delta_low) / 2
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """95% intervals of every variant's F1 and difference from FP32: on the test split, and on the held-out
+    data the gate decides on (``heldout``: ``decided_on``, e.g. valid + test pooled)."""
+
+    method: str
+    resamples: int
+    seed: int
+    confidence: float
+    tolerance_points: float
+    decided_on: str
+    test_sentences: int
+    heldout_sentences: int
+    test_entities: int
+    heldout_entities: int
+    seconds: float  # the bootstrap's own cost
+    test: Mapping[str, Interval]
+    heldout: Mapping[str, Interval]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Uncertainty:
+        return cls(
+            method=str(d["method"]),
+            resamples=int(d["resamples"]),
+            seed=int(d["seed"]),
+            confidence=float(d["confidence"]),
+            tolerance_points=float(d["tolerance_points"]),
+            decided_on=str(d["decided_on"]),
+            test_sentences=int(d["test_sentences"]),
+            heldout_sentences=int(d["heldout_sentences"]),
+            test_entities=int(d["test_entities"]),
+            heldout_entities=int(d["heldout_entities"]),
+            seconds=float(d["seconds"]),
+            test={k: Interval.from_dict(v) for k, v in d["test"].items()},
+            heldout={k: Interval.from_dict(v) for k, v in d["heldout"].items()},
+        )
+
+
+@dataclass(frozen=True)
 class BuildReport:
     """Everything one build measured and decided (``artifacts/report.json``)."""
 
@@ -252,6 +326,7 @@ class BuildReport:
     platform: str
     build_seconds: float
     schema: int = SCHEMA
+    uncertainty: Uncertainty | None = None  # None: a build before the intervals (the gate used point estimates)
 
     def f1(self, report_key: str) -> float:
         """The test F1 of one variant; names the variants this build has when it lacks ``report_key``."""
@@ -300,6 +375,7 @@ class BuildReport:
                 threads=int(machine["threads"]),
                 platform=str(machine.get("platform", "")),
                 build_seconds=float(d["build_seconds"]),
+                uncertainty=None if d.get("uncertainty") is None else Uncertainty.from_dict(d["uncertainty"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelLoadError(f"{source} is not a complete build report ({exc!r}): run `make build`.") from exc

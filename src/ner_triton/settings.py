@@ -37,6 +37,9 @@ class TrainSettings:
     seed: int = 13
     max_train_sentences: int | None = None
     use_casing: bool = True
+    # The fields the user set (from_env: EPOCHS -> "epochs", MIN_STEPS -> "min_steps"): an explicit EPOCHS
+    # without an explicit MIN_STEPS is the plan itself (pipeline.finetune.plan_epochs).
+    explicit: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", "batch_size", "max_length", "patience", "max_epochs")
@@ -68,6 +71,8 @@ class QuantSettings:
     # SmoothQuant alpha (e.g. 0.5) applied before static quantization; None = off (it did not help
     # all-MiniLM-L6-v2 on CoNLL-2003: see docs/int8.md).
     smooth_alpha: float | None = None
+    # When no INT8 form passes the gate the build serves FP32 and exits 0; REQUIRE_INT8=1 makes that a failure.
+    require_int8: bool = False
 
     def __post_init__(self) -> None:
         _positive(self, "calibration_sentences", "calibration_length")
@@ -233,7 +238,7 @@ class BuildSettings:
         """Settings from ``MODEL``, ``DATA``, ``ARTIFACTS``, ``EPOCHS``, ``MAX_TRAIN_SENTENCES``,
         ``MAX_EVAL_SENTENCES``, ``MODEL_REPOSITORY``, ``REUSE_MODEL``, ``CASING``, ``SEED``, ``LR``, ``BATCH_SIZE``,
         ``CALIB_SENTENCES``, ``SMOOTHQUANT``, ``MAX_F1_DROP``, ``SERVE``, ``PRUNE``, ``MIN_STEPS``, ``MAX_EPOCHS``,
-        ``SCHEME``, ``HUB_TOKENS``, ``HUB_TAGS``, ``HUB_SPLITS``, ``MIN_F1``, ``BASELINE_MARGIN``."""
+        ``SCHEME``, ``HUB_TOKENS``, ``HUB_TAGS``, ``HUB_SPLITS``, ``MIN_F1``, ``BASELINE_MARGIN``, ``REQUIRE_INT8``."""
         env = dict(os.environ if env is None else env)
         base = cls()
         train = replace(
@@ -252,6 +257,7 @@ class BuildSettings:
                 },
             ),
         )
+        train = replace(train, explicit=tuple(n for v, n in _EXPLICIT.items() if env.get(v, "").strip()))
         quant = replace(
             base.quant,
             **_env_fields(
@@ -261,6 +267,7 @@ class BuildSettings:
                     "SMOOTHQUANT": ("smooth_alpha", float),
                     "MAX_F1_DROP": ("max_f1_drop_points", float),
                     "SERVE": ("serve", lambda s: s.strip().lower()),
+                    "REQUIRE_INT8": ("require_int8", _bool),
                 },
             ),
         )
@@ -359,4 +366,5 @@ def _positive(obj: object, *names: str) -> None:
             raise ConfigError(f"{name}={value} must be a positive integer.")
 
 
+_EXPLICIT = {"EPOCHS": "epochs", "MIN_STEPS": "min_steps"}  # training variables whose presence is recorded
 _DATA_VARIABLES = ("DATA", "SCHEME", "HUB_TOKENS", "HUB_TAGS", "HUB_SPLITS")

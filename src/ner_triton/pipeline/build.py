@@ -17,15 +17,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ner_triton.cli import Command
 from ner_triton.data import Sentence, load_split
 from ner_triton.labels import LabelMap
 from ner_triton.modeling import NerModel, load_tokenizer
 from ner_triton.pipeline.baseline import DictionaryBaseline, enforce_quality, quality_verdict
+from ner_triton.pipeline.bootstrap import half_width, sentence_counts, uncertainty
 from ner_triton.pipeline.evaluate import Predictor, evaluate, measure_latency, onnx_predictor, torch_predictor
 from ner_triton.pipeline.export import export_onnx
 from ner_triton.pipeline.finetune import TRAIN_SUMMARY, finetune, prune_and_recover, subsample
-from ner_triton.pipeline.gate import enforce_gate, gate
+from ner_triton.pipeline.gate import RULE, enforce_gate, fallback_message, gate
 from ner_triton.pipeline.quantize import RECIPES, Calibration, quantize_variant
 from ner_triton.pipeline.report import write_report
 from ner_triton.pipeline.serve import candidates, choose, race
@@ -88,9 +91,14 @@ def baseline_scores(settings: BuildSettings, labels: LabelMap, test: Sequence[Se
 
 
 def evaluate_variants(
-    settings: BuildSettings, model_dir: Path, onnx_paths: dict[str, Path], test: Sequence[Sentence]
+    settings: BuildSettings,
+    model_dir: Path,
+    onnx_paths: dict[str, Path],
+    test: Sequence[Sentence],
+    counts: dict[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Scores on ``test``, file size and in-process latency of every variant, side by side."""
+    """Scores on ``test``, file size and in-process latency of every variant, side by side (and into
+    ``counts``, when given, each variant's per-sentence entity counts for the bootstrap)."""
     import torch
 
     torch.set_num_threads(settings.threads)
@@ -106,6 +114,8 @@ def evaluate_variants(
     out: dict[str, dict[str, Any]] = {}
     for name, (predictor, files) in candidates.items():
         result = evaluate(predictor, test, tokenizer, labels, settings.eval_batch_size, desc=f"test {name}")
+        if counts is not None:
+            counts[name] = sentence_counts([s.tags for s in test], result.predictions)
         latency = {
             f"batch_{b}": vars(measure_latency(predictor, tokenizer, texts, b, min_batches=n))
             for b, n in ((1, 100), (32, 10))
@@ -125,24 +135,78 @@ def evaluate_variants(
     return out
 
 
+def validation_sentences(settings: BuildSettings) -> list[Sentence]:
+    """The validation split as fine-tuning saw it (the same seeded subset with MAX_EVAL_SENTENCES)."""
+    return subsample(load_split(settings.source, "valid"), settings.max_eval_sentences, settings.train.seed)
+
+
+def heldout_uncertainty(
+    settings: BuildSettings,
+    model_dir: Path,
+    onnx_paths: dict[str, Path],
+    test_counts: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """The intervals (``BuildReport.uncertainty``): every variant on the test split, and the ONNX forms on the
+    validation and test splits pooled - all the held-out data the build has, which the gate decides on.
+
+    Fine-tuning chose its best epoch on the validation split, which flatters FP32's own F1 there a little;
+    the gate judges the *difference* between forms of that one model, on the same sentences, which that
+    choice does not favour."""
+    valid = validation_sentences(settings)
+    heldout = {k: test_counts[k] for k in onnx_paths}
+    decided_on = f"the test split ({len(next(iter(heldout.values())))} sentences; the validation split is empty)"
+    if valid:
+        tokenizer = load_tokenizer(str(model_dir))
+        labels = LabelMap.load(model_dir / LABELS_FILE)
+        gold = [s.tags for s in valid]
+        for name, path in onnx_paths.items():
+            result = evaluate(onnx_predictor(path, settings.threads), valid, tokenizer, labels,
+                              settings.eval_batch_size, desc=f"valid {name}")  # fmt: skip
+            heldout[name] = np.concatenate([sentence_counts(gold, result.predictions), test_counts[name]])
+        decided_on = f"valid+test pooled ({len(valid) + len(test_counts[REFERENCE.report_key])} sentences)"
+    out = uncertainty(test_counts, heldout, REFERENCE.report_key, settings.quant.max_f1_drop_points, decided_on,
+                      settings.train.seed)  # fmt: skip
+    log.info("paired bootstrap (%d resamples, %d + %d sentences): %.2f s", out["resamples"], out["test_sentences"],
+             out["heldout_sentences"], out["seconds"])  # fmt: skip
+    tol = settings.quant.max_f1_drop_points
+    for name, row in out["heldout"].items():
+        if name == REFERENCE.report_key:
+            continue
+        t = out["test"][name]
+        log.info("%-18s vs FP32: test %+.2f [%+.2f, %+.2f], %s %+.2f [%+.2f, %+.2f] points", name,
+                 t["delta_points"], t["delta_low"], t["delta_high"], decided_on, row["delta_points"],
+                 row["delta_low"], row["delta_high"])  # fmt: skip
+        if half_width(t) > tol:
+            log.warning("the test split (%d sentences, %d entities) is too small to tell a %g-point loss of %s from "
+                        "noise (interval +/-%.2f points); the gate decides on %s (+/-%.2f)", out["test_sentences"],
+                        out["test_entities"], tol, name, half_width(t), decided_on, half_width(row))  # fmt: skip
+    return out
+
+
 def serve_choice(
     settings: BuildSettings,
     model_dir: Path,
     onnx_paths: dict[str, Path],
     variants: dict[str, dict[str, Any]],
     test: Sequence[Sentence],
+    uncertain: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The served CPU variant (``BuildReport.served``) and the gate verdict on it (``BuildReport.gate``).
 
-    Variants that are not served are reported (``gate.not_served``) without failing the build."""
+    The gate decides on ``uncertain``'s held-out intervals (:func:`heldout_uncertainty`; point estimates
+    without it). Variants that are not served are reported (``gate.not_served``) without failing the build;
+    when no INT8 form passes, FP32 is served (``fallback``) unless ``REQUIRE_INT8=1``."""
     q = settings.quant
     # Every candidate races (the report shows what a variant outside the gate would have given); only those
     # within the gate can be chosen.
     racing = {v.report_key: onnx_paths[v.report_key] for v in candidates(q.serve) if v.report_key in onnx_paths}
     texts = [s.text for s in test[:512]]
     speeds = race(racing, load_tokenizer(str(model_dir)), texts, settings.threads) if racing else {}
-    served = choose(variants, speeds, q.max_f1_drop_points, q.serve)
-    everything = gate(variants, q.max_f1_drop_points)
+    intervals = None if uncertain is None else uncertain["heldout"]
+    decided_on = "" if uncertain is None else uncertain["decided_on"]
+    served = choose(variants, speeds, q.max_f1_drop_points, q.serve, intervals, decided_on,
+                    fallback=not q.require_int8)  # fmt: skip
+    everything = gate(variants, q.max_f1_drop_points, None, intervals, decided_on or "held-out data")
     verdict = {
         "max_f1_drop_points": q.max_f1_drop_points,
         "reference": everything["reference"],
@@ -150,6 +214,8 @@ def serve_choice(
         "passed": served["passed"],
         "failures": [] if served["passed"] else served["failures"],
         "not_served": everything["failures"] if served["passed"] else [],
+        "fallback": served["fallback"],
+        "rule": RULE if intervals is not None else "refused when its test point estimate loses more than the tolerance",
     }
     return served, verdict
 
@@ -157,10 +223,14 @@ def serve_choice(
 def build(settings: BuildSettings) -> Path:
     """Run every step into ``settings.artifacts``; returns the report path.
 
+    When no INT8 form passes the gate, FP32 is served and installed (the log, the report and ``served.json``
+    say so), unless ``REQUIRE_INT8=1``.
+
     Raises:
         QualityGateError: after the report is written, when the FP32 model does not clear the quality floor
-            (:mod:`~ner_triton.pipeline.baseline`) or no CPU variant that may be served passed the INT8 gate
-            (:mod:`~ner_triton.pipeline.serve`); nothing is installed.
+            (:mod:`~ner_triton.pipeline.baseline`), or with ``REQUIRE_INT8=1`` (or a forced ``SERVE``) when no
+            CPU variant that may be served passed the INT8 gate (:mod:`~ner_triton.pipeline.serve`); nothing
+            is installed.
     """
     t0 = time.perf_counter()
     artifacts = settings.artifacts
@@ -175,9 +245,11 @@ def build(settings: BuildSettings) -> Path:
     fp32 = export_onnx(settings, model_dir, artifacts / ONNX_DIR)
     onnx_paths = {REFERENCE.report_key: fp32, **quantize_variants(settings, model_dir, fp32, artifacts / ONNX_DIR)}
     test = eval_sentences(settings)
-    variants = evaluate_variants(settings, model_dir, onnx_paths, test)
+    test_counts: dict[str, np.ndarray] = {}
+    variants = evaluate_variants(settings, model_dir, onnx_paths, test, test_counts)
     summary = json.loads((model_dir / TRAIN_SUMMARY).read_text(encoding="utf-8"))
-    served, verdict = serve_choice(settings, model_dir, onnx_paths, variants, test)
+    uncertain = heldout_uncertainty(settings, model_dir, onnx_paths, test_counts)
+    served, verdict = serve_choice(settings, model_dir, onnx_paths, variants, test, uncertain)
     baseline = baseline_scores(settings, LabelMap.load(model_dir / LABELS_FILE), test)
     quality = quality_verdict(variants[REFERENCE.report_key]["f1"], baseline["f1"], settings.quality)
     per_type = variants[REFERENCE.report_key]["per_type"]
@@ -200,12 +272,15 @@ def build(settings: BuildSettings) -> Path:
             "versions": _versions(),
             "machine": {"cpus": os.cpu_count(), "threads": settings.threads, "platform": platform.platform()},
             "build_seconds": round(time.perf_counter() - t0, 1),
+            "uncertainty": uncertain,
         },
         source="the build's figures",
     )
     path = write_report(report, artifacts)
     log.info("report written to %s", path)
     enforce_quality(quality, artifacts / REPORT_MD)
+    if verdict["fallback"]:
+        log.warning(fallback_message(served["failures"], artifacts / REPORT_MD))
     enforce_gate(verdict, artifacts / REPORT_MD)
     if settings.repository is not None:  # only a model that passed both gates reaches the served repository
         export_repository(artifacts, settings.repository)
@@ -230,7 +305,7 @@ main = Command(
     epilog="Settings from the environment: MODEL, DATA, SCHEME, HUB_TOKENS, HUB_TAGS, HUB_SPLITS, ARTIFACTS, EPOCHS,\n"
     "MIN_STEPS, MAX_EPOCHS, MAX_TRAIN_SENTENCES, MAX_EVAL_SENTENCES, MODEL_REPOSITORY, REUSE_MODEL, CASING, SEED, LR,\n"
     "BATCH_SIZE, "
-    "CALIB_SENTENCES, SMOOTHQUANT, MAX_F1_DROP, SERVE, MIN_F1, BASELINE_MARGIN, PRUNE (docs/build.md).",
+    "CALIB_SENTENCES, SMOOTHQUANT, MAX_F1_DROP, SERVE, REQUIRE_INT8, MIN_F1, BASELINE_MARGIN, PRUNE (docs/build.md).",
 ).main
 
 

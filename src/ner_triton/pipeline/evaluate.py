@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,8 @@ class EvalResult:
     micro: Scores
     per_type: dict[str, Scores] = field(default_factory=dict)
     sentences: int = 0
+    # The predicted IOB2 tags of every sentence (for the bootstrap's per-sentence counts); not in as_dict
+    predictions: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def f1(self) -> float:
@@ -140,7 +142,7 @@ def evaluate(
     pred = [
         word_tags_to_token_tags(e, t, s.token_starts()) for e, t, s in zip(encodings, sub_tags, sentences, strict=True)
     ]
-    return score_tags([s.tags for s in sentences], pred)
+    return replace(score_tags([s.tags for s in sentences], pred), predictions=tuple(tuple(p) for p in pred))
 
 
 @dataclass(frozen=True)

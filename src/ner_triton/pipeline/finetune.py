@@ -5,10 +5,14 @@ clipping, length-bucketed batches, entity F1 on the validation split after every
 stopping on it, and the best checkpoint kept.
 
 The recipe is sized in optimizer steps, so it works at any data size: a run plans at least
-``min_steps`` steps (epochs = max(``epochs``, ceil(min_steps / steps per epoch)), at most ``max_epochs``),
-warms up over ``warmup_ratio`` of them, and stops early only once ``min_steps`` are done. On
-CoNLL-2003 (439 steps an epoch at batch 32) the defaults give the same 4 epochs as before; on a set of
-2,000 sentences they give 16 epochs instead of 4 (63 steps each).
+``min_steps`` steps (epochs = max(``epochs``, ceil(min_steps / steps per epoch)), at most ``max_epochs``) and
+warms up over ``warmup_ratio`` of them. On CoNLL-2003 (439 steps an epoch at batch 32) the defaults give the
+same 4 epochs as before; on a set of 2,000 sentences they give 16 epochs instead of 4 (63 steps each). An
+``EPOCHS`` the user set (without ``MIN_STEPS``) is the plan itself; the log says at once which one decided.
+
+Early stopping (``patience`` epochs without a better validation F1) counts from the early-stopping floor:
+``min_steps`` or half the planned steps, whichever is fewer - so on a small set, where the step floor *is*
+the plan, a run whose validation F1 stopped improving still ends early. The summary says why it stopped.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from ner_triton.modeling import NerModel, load_tokenizer, resolve_model
 from ner_triton.pipeline.evaluate import evaluate, torch_predictor
 from ner_triton.pipeline.prune import prune_model
 from ner_triton.schema import CASING_IDS, IGNORE_INDEX, LABELS_FILE
-from ner_triton.settings import BuildSettings
+from ner_triton.settings import BuildSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,34 @@ def planned_epochs(train_sentences: int, batch_size: int, epochs: int, min_steps
     return max(1, min(max(epochs, -(-min_steps // steps_per_epoch)), max(epochs, max_epochs)))
 
 
+def plan_epochs(train_sentences: int, ts: TrainSettings) -> tuple[int, str]:
+    """The epochs to run and why, in words for the log and the summary.
+
+    An ``EPOCHS`` the user set (``ts.explicit``) wins over the step floor unless ``MIN_STEPS`` was set too;
+    otherwise :func:`planned_epochs` decides."""
+    steps_per_epoch = max(1, -(-train_sentences // ts.batch_size))
+    floor = planned_epochs(train_sentences, ts.batch_size, ts.epochs, ts.min_steps, ts.max_epochs)
+    if "epochs" in ts.explicit and "min_steps" not in ts.explicit:
+        why = f"EPOCHS={ts.epochs} as set ({ts.epochs * steps_per_epoch} steps of {steps_per_epoch} an epoch)"
+        if floor != ts.epochs:
+            why += f"; the step floor (MIN_STEPS={ts.min_steps}: {floor} epochs) does not apply to a set EPOCHS"
+        return ts.epochs, why
+    if floor == ts.epochs:
+        return floor, f"EPOCHS={ts.epochs} ({floor * steps_per_epoch} steps, at least MIN_STEPS={ts.min_steps})"
+    cap = " (capped at MAX_EPOCHS)" if floor == max(ts.epochs, ts.max_epochs) else ""
+    why = (f"{floor} epochs{cap}: the step floor MIN_STEPS={ts.min_steps} at {steps_per_epoch} steps an epoch "
+           f"outweighs EPOCHS={ts.epochs}")  # fmt: skip
+    if "epochs" in ts.explicit:
+        why += " (MIN_STEPS was set too: set MIN_STEPS=0 for exactly EPOCHS)"
+    return floor, why
+
+
+def early_stop_floor(min_steps: int, planned_steps: int) -> int:
+    """The step from which early stopping's patience counts: ``min_steps`` or half the plan, whichever is fewer
+    (on a small set the step floor is the whole plan, and early stopping could never fire)."""
+    return min(min_steps, planned_steps // 2)
+
+
 def finetune(settings: BuildSettings, data: str | Path | DataSource, output_dir: Path) -> Path:
     """Fine-tune ``settings.model`` on ``data``; write the best model to ``output_dir``."""
     ts = settings.train
@@ -98,10 +130,11 @@ def finetune(settings: BuildSettings, data: str | Path | DataSource, output_dir:
                     "them; add training examples of them.", only_valid)  # fmt: skip
     tokenizer = load_tokenizer(model_name)
     model = NerModel.from_pretrained_encoder(model_name, labels, ts.use_casing)
-    epochs = planned_epochs(len(train), ts.batch_size, ts.epochs, ts.min_steps, ts.max_epochs)
+    epochs, why = plan_epochs(len(train), ts)
+    (log.warning if "does not apply" in why or "was set too" in why else log.info)("training plan: %s", why)
     summary = train_model(settings, model, tokenizer, labels, train, valid, epochs, min_steps=ts.min_steps)
     model.save(output_dir, tokenizer, labels)
-    summary = {"model": model_name, **summary}
+    summary = {"model": model_name, **summary, "plan": why}
     (output_dir / TRAIN_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     log.info("best epoch %d (valid F1 %.4f), saved to %s", summary["best_epoch"], summary["best_valid_f1"], output_dir)
     return output_dir
@@ -129,8 +162,9 @@ def train_model(
 ) -> dict[str, Any]:
     """The training loop (shared by fine-tuning and pruning recovery); keeps the best epoch's weights.
 
-    Runs ``epochs`` epochs, or fewer when validation F1 stops improving for ``patience`` epochs after
-    ``min_steps`` optimizer steps; the summary says how many steps ran and why it stopped.
+    Runs ``epochs`` epochs, or fewer when validation F1 does not improve for ``patience`` epochs counted from
+    the early-stopping floor (:func:`early_stop_floor` of ``min_steps``); the summary says how many steps ran
+    and why it stopped.
 
     With a ``teacher`` the loss is ``(1 - distill) * CE + distill * T^2 * KL(teacher || student)`` on the
     softened logits of the labelled positions (knowledge distillation).
@@ -167,6 +201,7 @@ def train_model(
     history = []
     bad_epochs = 0
     steps = 0
+    stop_from = early_stop_floor(min_steps, total)
     stop_reason = f"planned epochs done ({epochs})"
     t_start = time.perf_counter()
     lengths = [len(e) for e in encodings]
@@ -209,11 +244,12 @@ def train_model(
         if result.f1 > best_f1:
             best_f1, best_epoch, bad_epochs = result.f1, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
-        else:
+        elif steps >= stop_from:  # patience counts from the early-stopping floor
             bad_epochs += 1
-            if bad_epochs >= ts.patience and steps >= min_steps and epoch < epochs:
-                stop_reason = f"early stop: valid F1 did not improve for {bad_epochs} epochs"
-                log.info("%s (after %d steps)", stop_reason, steps)
+            if bad_epochs >= ts.patience and epoch < epochs:
+                stop_reason = (f"early stop: valid F1 did not improve for {bad_epochs} epochs (best: epoch "
+                               f"{best_epoch}; patience counted from step {stop_from})")  # fmt: skip
+                log.info("%s, after %d of %d planned steps", stop_reason, steps, total)
                 break
     assert best_state is not None
     model.load_state_dict(best_state)
@@ -224,6 +260,7 @@ def train_model(
         "epochs_planned": epochs,
         "steps_run": steps,
         "stop_reason": stop_reason,
+        "early_stop_from_step": stop_from,
         "best_epoch": best_epoch,
         "best_valid_f1": best_f1,
         "history": history,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ner_triton.record import BuildReport, GateVerdict, Served
+from ner_triton.record import BuildReport, GateVerdict, Served, Uncertainty
 from ner_triton.schema import REPORT_JSON, REPORT_MD
 from ner_triton.variants import REFERENCE
 
@@ -22,15 +22,46 @@ def served_lines(served: Served, gate: GateVerdict) -> list[str]:
     lines = [
         f"Served by `ner`: **{served.variant or 'nothing'}** ({served.reason}).",
         "",
-        "| candidate | F1 | delta | within gate | sent/s (race) |",
-        "|---|---|---|---|---|",
+        f"| candidate | test F1 | test delta | delta on {served.decided_on or 'held-out data'} (95% interval) "
+        "| within gate | sent/s (race) |",
+        "|---|---|---|---|---|---|",
     ]
     for key, c in served.candidates.items():
         speed = "-" if c.sentences_per_s is None else f"{c.sentences_per_s:.0f}"
-        lines.append(f"| {key} | {c.f1:.4f} | {c.delta_f1_points:+.2f} | "
+        spread = "-" if c.delta_low is None or c.delta_high is None else f"{c.delta_low:+.2f} to {c.delta_high:+.2f}"
+        lines.append(f"| {key} | {c.f1:.4f} | {c.delta_f1_points:+.2f} | {spread} | "
                      f"{'yes' if c.passed_gate else 'no'} | {speed} |")  # fmt: skip
+    if served.fallback:
+        lines += ["", "**FP32 fallback**: no INT8 variant passed the accuracy gate, so `ner` serves FP32 (exact, "
+                  "slower). `REQUIRE_INT8=1` fails the build instead."]  # fmt: skip
     if gate.not_served:
         lines += ["", "Not served (reported, not gated): " + "; ".join(gate.not_served)]
+    return [*lines, ""]
+
+
+def uncertainty_lines(u: Uncertainty) -> list[str]:
+    """Every variant's F1 and difference from FP32 with its 95% interval, on the test split and on the data the
+    gate decides on, and whether the test split can tell a loss of the tolerance from noise."""
+    lines = [
+        "## Uncertainty",
+        "",
+        f"95% intervals, {u.method}, {u.resamples} resamples, seed {u.seed} ({u.seconds:.2f} s). Test split: "
+        f"{u.test_sentences} sentences, {u.test_entities} entities; the gate decides on {u.decided_on}: "
+        f"{u.heldout_entities} entities.",
+        "",
+        "| variant | test F1 | test delta vs onnx_fp32 | held-out F1 | held-out delta (gate) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, t in u.test.items():
+        h = u.heldout.get(name)
+        held = "-" if h is None else (f"{h.f1:.4f} [{h.f1_low:.4f}, {h.f1_high:.4f}] | {h.delta_points:+.2f} "
+                                      f"[{h.delta_low:+.2f}, {h.delta_high:+.2f}]")  # fmt: skip
+        lines.append(f"| {name} | {t.f1:.4f} [{t.f1_low:.4f}, {t.f1_high:.4f}] | {t.delta_points:+.2f} "
+                     f"[{t.delta_low:+.2f}, {t.delta_high:+.2f}] | {held} |")  # fmt: skip
+    noisy = [n for n, t in u.test.items() if t.half_width > u.tolerance_points]
+    if noisy:
+        lines += ["", f"The test split alone is too small to tell a {u.tolerance_points:g}-point loss from noise for "
+                  f"{', '.join(noisy)} (interval half-width above {u.tolerance_points:g} points)."]  # fmt: skip
     return [*lines, ""]
 
 
@@ -89,7 +120,11 @@ def render_markdown(report: BuildReport) -> str:
         f"**{'passed' if gate.passed else 'FAILED'}**" + (f" ({'; '.join(gate.failures)})" if gate.failures else ""),
         "",
     ]
+    if gate.rule:
+        lines += [f"Rule: an INT8 variant is {gate.rule}.", ""]
     lines += served_lines(report.served, gate)
+    if report.uncertainty is not None:
+        lines += uncertainty_lines(report.uncertainty)
     lines += ["## Per entity type", ""]
     types = sorted({t for v in report.variants.values() for t in v.per_type})
     lines.append("| variant | " + " | ".join(f"{t} P / R / F1" for t in types) + " |")

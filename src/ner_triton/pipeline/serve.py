@@ -4,11 +4,12 @@ The same static QDQ file scores differently on CPUs with and without AVX-512 VNN
 kernels can saturate without it), and the speed order of static and dynamic INT8 differs between CPU kinds
 too, so the choice is measured where the build runs, never assumed:
 
-1. every CPU INT8 form (``Variant.gated``) is scored on the test split and gated against FP32
-   (:func:`ner_triton.pipeline.gate.gate`);
+1. every CPU INT8 form (``Variant.gated``) is scored on the held-out data and gated against FP32 on the
+   interval of its difference (:func:`ner_triton.pipeline.gate.gate`);
 2. the ones that pass race each other on the same length-sorted batches of test sentences, in alternating
    rounds (:func:`race`), so a noisy machine slows every candidate alike;
-3. the fastest is served as ``ner`` (``SERVE=<key>`` forces one; FP32 is always within its own gate).
+3. the fastest is served as ``ner`` (``SERVE=<key>`` forces one; FP32 is always within its own gate);
+   when none passes, FP32 is served (``fallback``) unless ``REQUIRE_INT8=1``.
 
 The decision, the figures behind it and the gate verdict on the served variant go into ``report.json``
 (``served``); :mod:`ner_triton.repository.install` installs only what that record allows.
@@ -78,29 +79,52 @@ def choose(
     speeds: Mapping[str, float],
     max_drop_points: float,
     forced: str = AUTO,
+    intervals: Mapping[str, Mapping[str, float]] | None = None,
+    decided_on: str = "",
+    fallback: bool = False,
 ) -> dict[str, Any]:
     """The ``served`` record of the report: the fastest candidate that passes the gate, and why.
 
-    ``scores`` are the report's variants (report key -> ``f1``), ``speeds`` the race's (report key -> sent/s).
-    ``passed`` is False (and ``variant`` None) when no candidate passes; ``failures`` says why each failed.
+    ``scores`` are the report's variants (report key -> ``f1``), ``speeds`` the race's (report key -> sent/s),
+    ``intervals`` the held-out differences the gate decides on (``decided_on``; see
+    :func:`~ner_triton.pipeline.gate.gate`). When no candidate passes, ``fallback`` serves FP32 (``fallback``
+    True in the record; not for a forced ``SERVE``); otherwise ``passed`` is False and ``variant`` None.
+    ``failures`` says why each candidate failed.
     """
     table: dict[str, dict[str, Any]] = {}
     failures = []
     for variant in candidates(forced):
         if variant.report_key not in scores:
             raise ConfigError(f"{variant.report_key} was not scored by this build: it cannot be served.")
-        verdict = gate(scores, max_drop_points, [] if variant.reference else [variant])
+        verdict = gate(scores, max_drop_points, [] if variant.reference else [variant], intervals,
+                       decided_on or "held-out data")  # fmt: skip
         failures += verdict["failures"]
+        row = (intervals or {}).get(variant.report_key, {})
         table[variant.key] = {
             "report_key": variant.report_key,
             "f1": scores[variant.report_key]["f1"],
             "delta_f1_points": round((scores[variant.report_key]["f1"] - scores[REFERENCE.report_key]["f1"]) * 100, 2),
             "passed_gate": verdict["passed"],
             "sentences_per_s": speeds.get(variant.report_key),
+            "delta_low": row.get("delta_low"),
+            "delta_high": row.get("delta_high"),
         }
     passing = [k for k, row in table.items() if row["passed_gate"]]
     chosen = max(passing, key=lambda k: table[k]["sentences_per_s"] or 0.0, default=None)
-    if chosen is None:
+    fell_back = chosen is None and fallback and forced == AUTO
+    if fell_back:
+        chosen = REFERENCE.key
+        table[chosen] = {
+            "report_key": REFERENCE.report_key,
+            "f1": scores[REFERENCE.report_key]["f1"],
+            "delta_f1_points": 0.0,
+            "passed_gate": True,
+            "sentences_per_s": speeds.get(REFERENCE.report_key),
+            "delta_low": None,
+            "delta_high": None,
+        }
+        reason = "FP32 fallback: no INT8 variant passed the accuracy gate (REQUIRE_INT8=1 fails the build instead)"
+    elif chosen is None:
         reason = "no candidate passed the accuracy gate"
     elif forced != AUTO:
         reason = f"SERVE={forced}"
@@ -116,6 +140,8 @@ def choose(
         "race": "tokenize + pad + ONNX Runtime, length-sorted batches of 8, median of alternating rounds",
         "candidates": table,
         "failures": failures,
+        "fallback": fell_back,
+        "decided_on": decided_on,
     }
     if chosen is not None:
         log.info("serving %s (%s): F1 %.4f (%+.2f), %s sent/s", chosen, reason, table[chosen]["f1"],
