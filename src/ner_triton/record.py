@@ -286,6 +286,7 @@ class Uncertainty:
     seconds: float  # the bootstrap's own cost
     test: Mapping[str, Interval]
     heldout: Mapping[str, Interval]
+    seconds_test: float | None = None  # the test split's bootstrap alone
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Uncertainty:
@@ -303,6 +304,7 @@ class Uncertainty:
             seconds=float(d["seconds"]),
             test={k: Interval.from_dict(v) for k, v in d["test"].items()},
             heldout={k: Interval.from_dict(v) for k, v in d["heldout"].items()},
+            seconds_test=_optional(d.get("seconds_test")),
         )
 
 

@@ -110,14 +110,17 @@ def check_report(report_path: Path, variant: Variant) -> None:
     if variant.report_key not in report.variants or REFERENCE.report_key not in report.variants:
         return
     drop = (report.f1(REFERENCE.report_key) - report.f1(variant.report_key)) * 100
-    row = report.uncertainty.heldout.get(variant.report_key) if report.uncertainty else None
-    if row is not None:  # the build's rule: refused only when the loss is credibly beyond the gate
+    u = report.uncertainty
+    row = u.heldout.get(variant.report_key) if u is not None else None
+    spread = ""
+    if u is not None and row is not None:  # the build's rule: refused only when the loss is credibly beyond the gate
         drop = -row.delta_points
+        spread = f", 95% interval {row.delta_low:+.2f} to {row.delta_high:+.2f} on {u.decided_on}"
         if row.delta_high >= -limit:
             return
     if drop > limit:
         raise QualityGateError(
-            f"{variant.report_key} lost {drop:.2f} F1 points (gate {limit}) in "
+            f"{variant.report_key} lost {drop:.2f} F1 points (gate {limit}{spread}) in "
             f"{report_path}: the GPU engine would serve a worse model. Rebuild with more CALIB_SENTENCES or epochs "
             "(docs/gpu.md), or rebuild with a larger MAX_F1_DROP if that loss is acceptable."
         )
