@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ner_triton.errors import ModelLoadError
+from ner_triton.signals import SignalBaseline
 
 SCHEMA = 2  # report.json's "schema"; files without it (or with another) are from an earlier release
 
@@ -116,6 +117,8 @@ class Served:
     race: str
     candidates: Mapping[str, Candidate]
     failures: tuple[str, ...] = ()
+    # the served variant's quality signals on the test split (ner_triton.signals), exported by the server as gauges
+    signals: SignalBaseline | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Served:
@@ -129,6 +132,7 @@ class Served:
             race=str(d["race"]),
             candidates={k: Candidate.from_dict(v) for k, v in d["candidates"].items()},
             failures=_tuple(d.get("failures")),
+            signals=None if d.get("signals") is None else SignalBaseline.from_dict(d["signals"]),
         )
 
     def as_dict(self) -> dict[str, Any]:
