@@ -94,7 +94,9 @@ def quality_summary(before: QualitySamples, after: QualitySamples, model: str = 
     texts, tokens = d("ner_texts_total"), d("ner_tokens_total")
     if texts <= 0:
         return {}
-    types = sorted({dict(k[1])["entity"] for k in after if k[0] == "ner_entities_total" and dict(k[1])["model"] == model})
+    types = sorted(
+        {dict(k[1])["entity"] for k in after if k[0] == "ner_entities_total" and dict(k[1])["model"] == model}
+    )
     entities = {t: d("ner_entities_total", entity=t) for t in types}
     total = sum(entities.values())
     baseline = {dict(k[1]).get("entity", ""): v for k, v in after.items()
