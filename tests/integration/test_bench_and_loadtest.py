@@ -83,7 +83,6 @@ def test_locust_run_meets_a_loose_slo_and_writes_the_merged_report(
     quality = report["quality"]
     assert quality["requests"] == total["requests"] and quality["texts"] >= total["requests"]
     assert quality["baseline_unk_share"] is not None and quality["rejected"]["invalid_input"] == 0
-    assert sum(e["count"] for e in quality["entities"].values()) == round(quality["entities_per_text"] * quality["texts"])
     assert "## Model quality" in (tmp_path / "ok_report.md").read_text()
 
 
