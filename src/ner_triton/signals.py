@@ -52,6 +52,15 @@ def rejection_reason(exc: BaseException) -> str:
     return "internal"
 
 
+def _owned_ids(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+    """A text's sub-token ids, each once (``OWNED``); without ``INPUT_IDS`` (the ensembles' postprocess step gets
+    none) as many placeholders, so the count is still right."""
+    owned = tensors[OWNED].astype(bool)
+    if INPUT_IDS in tensors:
+        return np.asarray(tensors[INPUT_IDS][owned])
+    return np.full(int(owned.sum()), -1, dtype=np.int64)
+
+
 def bucket_counts(values: np.ndarray, bounds: Sequence[float]) -> np.ndarray:
     """Non-cumulative counts of ``values`` per bucket ``(.., bounds[0]], .., (bounds[-1], +Inf)``."""
     return np.bincount(np.searchsorted(np.asarray(bounds, dtype=np.float64), values, side="left"),
@@ -107,7 +116,7 @@ class SignalCounts:
         for texts, entities in answered:
             self.add_request(
                 [
-                    (t[INPUT_IDS][t[OWNED].astype(bool)], int(t[INPUT_IDS].shape[0]), answer)
+                    (_owned_ids(t), int(t[OWNED].shape[0]), answer)
                     for t, answer in zip(texts, entities.reshape(-1), strict=True)
                 ]
             )

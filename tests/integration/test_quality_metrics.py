@@ -157,3 +157,34 @@ def test_a_shifted_input_moves_the_unk_share_across_the_alert_threshold(
     baseline = base["ner_baseline_unk_share"]
     assert share["english"] <= baseline + 0.02 < share["shifted"], (share, baseline)
     assert alerts == {"english": False, "shifted": True}
+
+
+def test_the_ensembles_steps_export_their_half_of_the_signals(server: ServerSettings, tiny_build: TinyBuild) -> None:
+    """The three-step ensembles: ner_preprocess counts what comes in (texts, sub-tokens, [UNK], refusals),
+    ner_postprocess what goes out (entities per type); each under its own model name."""
+    from ner_triton.record import BuildReport
+
+    served = BuildReport.load(tiny_build.artifacts / "report.json").served.variant
+    before = _scrape(server)
+    with NerClient(server.grpc_url, model=f"ner_{served}") as client:
+        answers = [client.extract(ENGLISH), client.extract(SHIFTED[:1])]
+        with pytest.raises(InputRejectedError):
+            client.extract(["   "])
+    deadline = time.monotonic() + 20
+    while True:
+        after = _scrape(server)
+        texts = quality_delta(before, after, "ner_texts_total", model="ner_preprocess")
+        entities = quality_delta(before, after, "ner_entities_total", model="ner_postprocess")
+        got = Counter(e.entity for answer in answers for text in answer for e in text)
+        if texts == len(ENGLISH) + 1 and entities == sum(got.values()):
+            break
+        assert time.monotonic() < deadline, f"{texts} texts, {entities} entities on the metrics port"
+        time.sleep(0.2)
+    for etype, n in got.items():
+        assert quality_delta(before, after, "ner_entities_total", model="ner_postprocess", entity=etype) == n
+    assert quality_delta(before, after, "ner_request_texts_count", model="ner_preprocess") == 2
+    assert quality_delta(before, after, "ner_unk_tokens_total", model="ner_preprocess") > 0
+    assert quality_delta(before, after, "ner_rejected_requests_total", model="ner_preprocess",
+                         reason="invalid_input") == 1  # fmt: skip
+    assert quality_delta(before, after, "ner_texts_total", model="ner") == 0  # the one-step ner saw none of it
+    assert not [k for k in after if k[0] == "ner_entities_total" and dict(k[1])["model"] == "ner_preprocess"]

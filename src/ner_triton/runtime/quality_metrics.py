@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ner_triton.schema import SERVED_FILE
+from ner_triton.schema import INPUT_IDS, OWNED, SERVED_FILE, TEXT_INDEX
 from ner_triton.signals import (
     REJECTION_REASONS,
     Histogram,
@@ -78,6 +78,8 @@ class QualityMetrics:
         unk_id: int | None,
         baseline: SignalBaseline | None = None,
         flush_s: float = 1.0,
+        inputs: bool = True,
+        outputs: bool = True,
     ) -> None:
         import triton_python_backend_utils as pb_utils  # only inside a python-backend stub
 
@@ -86,6 +88,7 @@ class QualityMetrics:
         self.types = list(entity_types)
         self.unk_id = unk_id
         self.flush_s = flush_s
+        self.inputs, self.outputs = inputs, outputs  # which signals this step exports (the fused ner: both)
         self._families: dict[str, Any] = {}
         self._metrics: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
         self._lock = threading.Lock()
@@ -161,18 +164,22 @@ class QualityMetrics:
         self._add(f"{name}_count", description, hist.count, force, **labels)
 
     def _push(self, counts: SignalCounts, force: bool = False) -> None:
-        self._add("texts_total", "Texts answered", counts.texts, force)
-        self._add("windowed_texts_total", "Texts that needed more than one window", counts.windowed_texts, force)
-        self._add("tokens_total", "Sub-tokens of the answered texts (each once)", counts.tokens, force)
-        self._add("unk_tokens_total", "Sub-tokens of the answered texts that are [UNK]", counts.unk_tokens, force)
-        for etype, n in counts.entities.items():
-            self._add("entities_total", "Entities served, per type", n, force, entity=etype)
-            self._histogram("entity_score", "Entity scores, per type", counts.scores[etype], force, entity=etype)
-        for name, (attr, description) in REQUEST_HISTOGRAMS.items():
-            self._histogram(name, description, getattr(counts, attr), force)
-        for reason in REJECTION_REASONS:
-            self._add("rejected_requests_total", "Refused requests, per reason", counts.rejected[reason], force,
-                      reason=reason)  # fmt: skip
+        if self.inputs:
+            self._add("texts_total", "Texts answered", counts.texts, force)
+            self._add("windowed_texts_total", "Texts that needed more than one window", counts.windowed_texts, force)
+            self._add("tokens_total", "Sub-tokens of the answered texts (each once)", counts.tokens, force)
+            if self.unk_id is not None:
+                self._add("unk_tokens_total", "Sub-tokens of the answered texts that are [UNK]", counts.unk_tokens,
+                          force)  # fmt: skip
+            for name, (attr, description) in REQUEST_HISTOGRAMS.items():
+                self._histogram(name, description, getattr(counts, attr), force)
+            for reason in REJECTION_REASONS:
+                self._add("rejected_requests_total", "Refused requests, per reason", counts.rejected[reason], force,
+                          reason=reason)  # fmt: skip
+        if self.outputs:
+            for etype, n in counts.entities.items():
+                self._add("entities_total", "Entities served, per type", n, force, entity=etype)
+                self._histogram("entity_score", "Entity scores, per type", counts.scores[etype], force, entity=etype)
 
     def _export_baseline(self, base: SignalBaseline) -> None:
         def gauge(name: str, description: str, value: float, **labels: str) -> None:
@@ -206,8 +213,17 @@ def load_baseline(version_dir: Path) -> SignalBaseline | None:
     return None if signals is None else SignalBaseline.from_dict(signals)
 
 
-def quality_metrics(ner: Any, args: Mapping[str, str], params: Mapping[str, str]) -> QualityMetrics | None:
-    """The quality metrics of a python-backend instance of ``ner`` (a FusedNer), or None when switched off."""
+def quality_metrics(
+    args: Mapping[str, str],
+    params: Mapping[str, str],
+    entity_types: Iterable[str] = (),
+    unk_id: int | None = None,
+    inputs: bool = True,
+    outputs: bool = True,
+) -> QualityMetrics | None:
+    """The quality metrics of a python-backend model instance (``args``: its ``initialize`` arguments), or None
+    when switched off. The baseline comes from the version directory's ``served.json`` where there is one (the
+    fused ``ner``)."""
     if not enabled(params):
         return None
     config = json.loads(args["model_config"])
@@ -215,8 +231,17 @@ def quality_metrics(ner: Any, args: Mapping[str, str], params: Mapping[str, str]
     return QualityMetrics(
         model=str(config.get("name", "ner")),
         version=str(args["model_version"]),
-        entity_types=ner.post.labels.entity_types,
-        unk_id=ner.pre.tokenizer.unk_token_id,
+        entity_types=entity_types,
+        unk_id=unk_id,
         baseline=load_baseline(version_dir),
         flush_s=float(params.get("quality_flush_s", "1")),
+        inputs=inputs,
+        outputs=outputs,
     )
+
+
+def per_text(tensors: Mapping[str, np.ndarray], texts: int) -> list[dict[str, np.ndarray]]:
+    """A request's window tensors (all texts together, ``TEXT_INDEX`` naming each window's text) split per text,
+    as :meth:`QualityMetrics.observe` takes them (the ensembles' pre- and postprocess steps)."""
+    index = tensors[TEXT_INDEX]
+    return [{k: tensors[k][index == i] for k in (INPUT_IDS, OWNED) if k in tensors} for i in range(texts)]

@@ -37,7 +37,9 @@ class TritonPythonModel:
             max_padding=float(params.get("max_padding", "0.25")),
             spinning=params.get("spinning", "1") != "0",
         )
-        self.quality = quality_metrics(self.ner, args, params)
+        self.quality = quality_metrics(
+            args, params, self.ner.post.labels.entity_types, self.ner.pre.tokenizer.unk_token_id
+        )
         self.ner.observer = self.quality
 
     def execute(self, requests):
