@@ -85,7 +85,7 @@ def compare(
                 log.info("round %d, metrics %-3s: %.1f sent/s (p50 %.1f ms)", r, name, run.throughput_sps, run.p50_ms)
         time.sleep(1.5)  # > quality_flush_s: the last phase's counts have reached the metrics port
         after_on = parse_quality(scrape_text(servers["on"].metrics_url))
-        off_series = [k for k in parse_quality(scrape_text(servers["off"].metrics_url)) if k[0].startswith("ner_")]
+        off_series = parse_quality(scrape_text(servers["off"].metrics_url))  # the quality series only
     median = {n: statistics.median(p["sentences_per_s"] for p in phases if p["metrics"] == n) for n in ("on", "off")}
     return {
         "phases": phases,
