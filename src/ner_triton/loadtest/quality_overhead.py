@@ -87,10 +87,15 @@ def compare(
         after_on = parse_quality(scrape_text(servers["on"].metrics_url))
         off_series = parse_quality(scrape_text(servers["off"].metrics_url))  # the quality series only
     median = {n: statistics.median(p["sentences_per_s"] for p in phases if p["metrics"] == n) for n in ("on", "off")}
+    speed = {(p["round"], p["metrics"]): p["sentences_per_s"] for p in phases}
+    per_round = [speed[(r, "on")] / speed[(r, "off")] for r in range(rounds)]
     return {
         "phases": phases,
         "median_sentences_per_s": median,
         "ratio_on_off": round(median["on"] / median["off"], 4),
+        # each round's on/off ratio (neighbouring phases): their spread is this machine's noise at this load
+        "ratios_per_round": [round(x, 4) for x in per_round],
+        "ratio_geometric_mean": round(statistics.geometric_mean(per_round), 4),
         "load": {
             "rounds": rounds,
             "concurrency": concurrency,
@@ -115,7 +120,9 @@ def write(result: dict[str, Any], output: Path) -> Path:
         f"{load['texts_per_phase']} texts, {load['concurrency']} clients x {load['texts_per_request']} texts per "
         "request, alternating servers.",
         "",
-        f"Median sent/s: on {m['on']:.1f}, off {m['off']:.1f}; ratio on/off **{result['ratio_on_off']:.3f}**.",
+        f"Median sent/s: on {m['on']:.1f}, off {m['off']:.1f}; ratio on/off **{result['ratio_on_off']:.3f}**; "
+        f"per round {min(result['ratios_per_round']):.3f}-{max(result['ratios_per_round']):.3f} "
+        f"(geometric mean {result['ratio_geometric_mean']:.3f}).",
         "",
         "| round | metrics | sent/s | p50 ms | p99 ms |",
         "|---|---|---|---|---|",
