@@ -129,3 +129,55 @@ def test_the_load_test_reads_the_signals_from_a_metrics_page() -> None:
     assert summary["entities"]["PER"] == {"count": 6, "share": 0.75, "baseline_share": 0.5, "mean_score": 0.8}
     assert summary["rejected"] == {"invalid_input": 1}
     assert quality_summary(before, before) == {}  # no traffic, no figures
+
+
+def test_the_switch_reads_the_environment_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ner_triton.runtime.quality_metrics import SWITCH_ENV, enabled
+
+    monkeypatch.delenv(SWITCH_ENV, raising=False)
+    assert enabled({}) and enabled({"quality_metrics": "1"}) and not enabled({"quality_metrics": "0"})
+    monkeypatch.setenv(SWITCH_ENV, "0")
+    assert not enabled({"quality_metrics": "1"})
+    monkeypatch.setenv(SWITCH_ENV, "1")
+    assert enabled({"quality_metrics": "0"})
+
+
+def test_the_baseline_travels_in_the_served_record_and_served_json(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from ner_triton.record import Served
+    from ner_triton.runtime.quality_metrics import load_baseline
+
+    counts = SignalCounts(["PER"], 100, keep_values=True)
+    counts.add_request([(np.array([1, 2]), 1, _answer(("PER", 0.8)))])
+    base = SignalBaseline.from_counts(counts)
+    record = {
+        "variant": "int8_dynamic",
+        "report_key": "onnx_int8_dynamic",
+        "triton_model": "ner",
+        "passed": True,
+        "reason": "r",
+        "max_f1_drop_points": 1.0,
+        "race": "r",
+        "candidates": {},
+        "signals": asdict(base),
+    }
+    served = Served.from_dict(record)
+    assert served.signals == base
+    (tmp_path / "served.json").write_text(json.dumps(served.as_dict()), encoding="utf-8")
+    assert load_baseline(tmp_path) == base  # what the served model reads back
+    assert Served.from_dict({**record, "signals": None}).signals is None  # a build from before baselines
+    assert load_baseline(tmp_path / "missing") is None
+
+
+def test_per_text_splits_a_requests_windows(pre: Preprocessor) -> None:
+    from ner_triton.runtime.quality_metrics import per_text
+
+    texts = ["Paris", " ".join(["Berlin"] * 30)]
+    tensors = pre(np.array([t.encode() for t in texts], dtype=np.object_))
+    split = per_text(tensors, len(texts))
+    assert [s["input_ids"].shape[0] for s in split] == [1, 3]
+    counts = SignalCounts(["LOC"], pre.tokenizer.unk_token_id)
+    counts.observe([(split, np.array([b"[]", b"[]"], dtype=np.object_))])
+    assert counts.tokens == sum(len(pre.tokenizer.encode_plain(t).input_ids) for t in texts)
+    assert counts.windowed_texts == 1 and counts.windows_hist.total == 4
