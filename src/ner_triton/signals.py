@@ -36,6 +36,9 @@ WINDOWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 TOKENS_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 # Why a request was refused (the error classes the steps raise), as the ``reason`` label.
 REJECTION_REASONS = ("invalid_input", "over_budget", "capacity", "internal")
+# How often a serving step hands its counts to Triton (config parameter quality_flush_s): readers of the metrics
+# port (the load test's report, the overhead bench) wait this long after the last request.
+FLUSH_S = 2.0
 ALL_TYPES = "all"  # the ``entity`` label of the baseline's figures over every type
 QUANTILES = (0.1, 0.5, 0.9)
 

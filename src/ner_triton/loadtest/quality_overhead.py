@@ -31,6 +31,7 @@ from ner_triton.loadtest.texts import TextPool
 from ner_triton.schema import ENSEMBLE
 from ner_triton.serving.server import ServerSettings, TritonServer
 from ner_triton.settings import default_data
+from ner_triton.signals import FLUSH_S
 
 log = logging.getLogger(__name__)
 SWITCH_ENV = "NER_QUALITY_METRICS"  # read by ner_triton.runtime.quality_metrics.enabled
@@ -83,7 +84,7 @@ def compare(
                 phases.append({"round": r, "metrics": name, "sentences_per_s": run.throughput_sps,
                                "p50_ms": run.p50_ms, "p99_ms": run.p99_ms})  # fmt: skip
                 log.info("round %d, metrics %-3s: %.1f sent/s (p50 %.1f ms)", r, name, run.throughput_sps, run.p50_ms)
-        time.sleep(1.5)  # > quality_flush_s: the last phase's counts have reached the metrics port
+        time.sleep(FLUSH_S + 0.5)  # the last phase's counts have reached the metrics port
         after_on = parse_quality(scrape_text(servers["on"].metrics_url))
         off_series = parse_quality(scrape_text(servers["off"].metrics_url))  # the quality series only
     median = {n: statistics.median(p["sentences_per_s"] for p in phases if p["metrics"] == n) for n in ("on", "off")}

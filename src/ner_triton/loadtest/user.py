@@ -28,12 +28,13 @@ from ner_triton.loadtest.texts import TextPool  # noqa: E402
 from ner_triton.loadtest.transport import Transport, add_arguments  # noqa: E402
 from ner_triton.schema import ENSEMBLE, ENTITIES  # noqa: E402
 from ner_triton.settings import default_data  # noqa: E402
+from ner_triton.signals import FLUSH_S  # noqa: E402
 
 log = logging.getLogger(__name__)
 _POOL: TextPool | None = None
 _BEFORE: dict[str, Any] = {}
 _QUALITY_BEFORE: metrics.QualitySamples = {}
-QUALITY_FLUSH_WAIT_S = 1.5  # > quality_flush_s (1 s): the last counts have reached the metrics port
+QUALITY_FLUSH_WAIT_S = FLUSH_S + 0.5  # the model's last counts have reached the metrics port
 # Calls started by this process's users: every one must end as a recorded success or failure.
 ISSUED = {"calls": 0}
 

@@ -3,8 +3,9 @@
 The signals are defined in :mod:`ner_triton.signals` (the build computes its baseline with the same code). A
 model instance counts each answered batch in memory (:meth:`QualityMetrics.observe`, one call per batch; one
 :meth:`QualityMetrics.reject` per refused request) and a background thread hands the increments to Triton every
-``flush_s`` seconds: each metric update is a round trip from the stub to the server process (40-120 us measured
-on the 2-core AMD EPYC while loaded), too dear to pay per entity or per request.
+``flush_s`` seconds (default :data:`~ner_triton.signals.FLUSH_S`): each metric update is a round trip from the
+stub to the server process (40-120 us measured on the 2-core AMD EPYC while loaded), too dear to pay per entity
+or per request.
 
 Metrics (every one labelled ``model`` and ``version``; Prometheus names):
 
@@ -46,6 +47,7 @@ import numpy as np
 
 from ner_triton.schema import INPUT_IDS, OWNED, SERVED_FILE, TEXT_INDEX
 from ner_triton.signals import (
+    FLUSH_S,
     REJECTION_REASONS,
     Histogram,
     SignalBaseline,
@@ -77,7 +79,7 @@ class QualityMetrics:
         entity_types: Iterable[str],
         unk_id: int | None,
         baseline: SignalBaseline | None = None,
-        flush_s: float = 1.0,
+        flush_s: float = FLUSH_S,
         inputs: bool = True,
         outputs: bool = True,
     ) -> None:
@@ -234,7 +236,7 @@ def quality_metrics(
         entity_types=entity_types,
         unk_id=unk_id,
         baseline=load_baseline(version_dir),
-        flush_s=float(params.get("quality_flush_s", "1")),
+        flush_s=float(params.get("quality_flush_s", str(FLUSH_S))),
         inputs=inputs,
         outputs=outputs,
     )

@@ -7,7 +7,7 @@ response (INVALID_ARGUMENT; UNAVAILABLE when a large request finds no room); the
 
 Quality signals (ner_triton.runtime.quality_metrics) are on unless the config parameter ``quality_metrics`` or
 the environment variable ``NER_QUALITY_METRICS`` is ``0`` (the environment wins); ``quality_flush_s`` sets how
-often they reach the metrics port (default 1 s).
+often they reach the metrics port (default 2 s).
 """
 
 import json
