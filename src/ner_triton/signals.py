@@ -55,6 +55,10 @@ def rejection_reason(exc: BaseException) -> str:
     return "internal"
 
 
+# One answered request: per text, its owned sub-token ids, its window count and the ENTITIES JSON it got.
+RequestSignals = Sequence[tuple[np.ndarray, int, bytes]]
+
+
 def _owned_ids(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
     """A text's sub-token ids, each once (``OWNED``); without ``INPUT_IDS`` (the ensembles' postprocess step gets
     none) as many placeholders, so the count is still right."""
@@ -116,15 +120,21 @@ class SignalCounts:
     def observe(self, answered: Sequence[tuple[Sequence[Mapping[str, np.ndarray]], np.ndarray]]) -> None:
         """A batch of answered requests, as the serving step has them: per request its texts' window tensors
         (``INPUT_IDS``; ``OWNED`` marks each content sub-token once) and its ENTITIES (one JSON array per text)."""
-        for texts, entities in answered:
-            self.add_request(
-                [
-                    (_owned_ids(t), int(t[OWNED].shape[0]), answer)
-                    for t, answer in zip(texts, entities.reshape(-1), strict=True)
-                ]
-            )
+        for texts in self.extract(answered):
+            self.add_request(texts)
 
-    def add_request(self, texts: Sequence[tuple[np.ndarray, int, bytes]]) -> None:
+    @staticmethod
+    def extract(answered: Sequence[tuple[Sequence[Mapping[str, np.ndarray]], np.ndarray]]) -> list[RequestSignals]:
+        """What :meth:`add_request` needs of each answered request, taken from its tensors (cheap: no parsing)."""
+        return [
+            [
+                (_owned_ids(t), int(t[OWNED].shape[0]), answer)
+                for t, answer in zip(texts, entities.reshape(-1), strict=True)
+            ]
+            for texts, entities in answered
+        ]
+
+    def add_request(self, texts: RequestSignals) -> None:
         """One answered request: per text, its owned sub-token ids (each sub-token once), its window count and the
         ENTITIES JSON the client received."""
         windows = tokens = 0
