@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,6 +53,18 @@ def rejection_reason(exc: BaseException) -> str:
     if isinstance(exc, CapacityError):
         return "capacity"
     return "internal"
+
+
+Answered = Sequence[tuple[Sequence[Mapping[str, np.ndarray]], np.ndarray]]  # a batch's requests: tensors, ENTITIES
+
+
+class Observer(Protocol):
+    """Who a serving step hands its batches to: :class:`SignalCounts` (the build),
+    :class:`~ner_triton.runtime.quality_metrics.QualityMetrics` (the server)."""
+
+    def observe(self, answered: Answered) -> None: ...
+
+    def reject(self, exc: BaseException) -> None: ...
 
 
 # One answered request: per text, its owned sub-token ids, its window count and the ENTITIES JSON it got.
@@ -117,14 +129,14 @@ class SignalCounts:
         self.score_values: dict[str, list[float]] = {t: [] for t in self.entities}
         self.tokens_per_text: list[int] = []
 
-    def observe(self, answered: Sequence[tuple[Sequence[Mapping[str, np.ndarray]], np.ndarray]]) -> None:
+    def observe(self, answered: Answered) -> None:
         """A batch of answered requests, as the serving step has them: per request its texts' window tensors
         (``INPUT_IDS``; ``OWNED`` marks each content sub-token once) and its ENTITIES (one JSON array per text)."""
         for texts in self.extract(answered):
             self.add_request(texts)
 
     @staticmethod
-    def extract(answered: Sequence[tuple[Sequence[Mapping[str, np.ndarray]], np.ndarray]]) -> list[RequestSignals]:
+    def extract(answered: Answered) -> list[RequestSignals]:
         """What :meth:`add_request` needs of each answered request, taken from its tensors (cheap: no parsing)."""
         return [
             [

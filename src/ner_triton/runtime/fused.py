@@ -22,10 +22,9 @@ A version directory of this model holds ``model.onnx`` (the build's chosen CPU v
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -47,19 +46,12 @@ from ner_triton.schema import (
     TOKENIZER_DIR,
     WORD_IDS,
 )
+from ner_triton.signals import Observer
 
 POST_TENSORS = (OFFSETS, WORD_IDS, OWNED)
 WARMUP_TEXT = "Warm-up sentence from Paris ."
 Result = np.ndarray | InvalidInputError | CapacityError
 Send = Callable[[int, Result], None]
-
-
-class Observer(Protocol):
-    """Who counts the quality signals (:class:`~ner_triton.runtime.quality_metrics.QualityMetrics`)."""
-
-    def observe(self, answered: Sequence[tuple[Sequence[Mapping[str, np.ndarray]], np.ndarray]]) -> None: ...
-
-    def reject(self, exc: BaseException) -> None: ...
 
 
 @dataclass

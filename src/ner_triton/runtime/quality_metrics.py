@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from ner_triton.schema import INPUT_IDS, OWNED, SERVED_FILE, TEXT_INDEX
 from ner_triton.signals import (
     FLUSH_S,
     REJECTION_REASONS,
+    Answered,
     Histogram,
     RequestSignals,
     SignalBaseline,
@@ -110,7 +111,7 @@ class QualityMetrics:
         return SignalCounts(self.types, self.unk_id)
 
     # --- the hot path: in memory only ---------------------------------------------------------------------
-    def observe(self, answered: Sequence[tuple[Sequence[Mapping[str, np.ndarray]], np.ndarray]]) -> None:
+    def observe(self, answered: Answered) -> None:
         """One call per batch: each answered request's per-text tensors (``INPUT_IDS``, ``OWNED``) and its
         ENTITIES (one JSON array per text). Only the ids are taken here; the flusher thread reads the answers."""
         requests = SignalCounts.extract(answered)
