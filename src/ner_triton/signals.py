@@ -30,7 +30,7 @@ from ner_triton.errors import BudgetExceededError, CapacityError, InvalidInputEr
 from ner_triton.schema import INPUT_IDS, OWNED
 
 # Upper bounds (Prometheus ``le``) of the histograms; +Inf is implied.
-SCORE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99)
+SCORE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 0.995, 0.999)
 TEXTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 WINDOWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 TOKENS_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
