@@ -18,7 +18,7 @@ DEMO_TRAIN_SENTENCES ?= 3000
 DEMO_EPOCHS ?= 2
 DEMO_MIN_STEPS ?= 0
 
-.PHONY: help setup build demo repository serve eval-served worst-case tune-batching prune-sweep bench loadtest stop replicas replicas-measure capacity engine gpu-check perf-inputs test test-fast lint format clean
+.PHONY: help setup build demo repository serve eval-served worst-case tune-batching prune-sweep bench quality-overhead loadtest stop replicas replicas-measure capacity engine gpu-check perf-inputs test test-fast lint format clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,9 @@ worst-case: setup ## The worst requests the budgets allow vs single sentences, o
 
 bench: setup ## Peers side by side (HF pipeline, ORT in-process, Triton gRPC) -> benchmarks/results/
 	$(VENV)/bin/ner-bench --artifacts $${ARTIFACTS:-artifacts}
+
+quality-overhead: setup ## Throughput of ner with its quality metrics on vs off (two servers, alternating) -> benchmarks/quality/
+	$(VENV)/bin/ner-quality-overhead --repository $${MODEL_REPOSITORY:-model_repository}
 
 loadtest: setup ## Locust scenario (NER_SCENARIO=steady|ramp|spike) on a running server; SLO breach = exit 1
 	NER_SCENARIO=$${NER_SCENARIO:-steady} $(VENV)/bin/locust -f loadtest/locustfile.py --headless --processes -1 \

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ner_triton.errors import ModelLoadError
+from ner_triton.signals import SignalBaseline
 
 SCHEMA = 2  # report.json's "schema"; files without it (or with another) are from an earlier release
 
@@ -126,6 +127,8 @@ class Served:
     failures: tuple[str, ...] = ()
     fallback: bool = False  # True: no INT8 form passed, so ner serves FP32 (REQUIRE_INT8=1 refuses that instead)
     decided_on: str = ""  # the held-out data the gate decided on, e.g. "valid+test (719 sentences)"
+    # the served variant's quality signals on the test split (ner_triton.signals), exported by the server as gauges
+    signals: SignalBaseline | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Served:
@@ -141,6 +144,7 @@ class Served:
             failures=_tuple(d.get("failures")),
             fallback=bool(d.get("fallback", False)),
             decided_on=str(d.get("decided_on", "")),
+            signals=None if d.get("signals") is None else SignalBaseline.from_dict(d["signals"]),
         )
 
     def as_dict(self) -> dict[str, Any]:

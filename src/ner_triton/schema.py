@@ -16,6 +16,8 @@ LOGITS: Final = "logits"
 
 # Files inside a fine-tuned model directory (besides the Hugging Face files).
 LABELS_FILE: Final = "labels.json"
+# In ner/<version>/: which variant the fused model serves, the build's figures and its quality-signal baseline.
+SERVED_FILE: Final = "served.json"
 NER_META_FILE: Final = "ner_model.json"
 CASING_WEIGHTS_FILE: Final = "casing_embedding.safetensors"
 

@@ -79,6 +79,11 @@ def test_locust_run_meets_a_loose_slo_and_writes_the_merged_report(
     assert report["triton"]["ner"]["requests"] == total["requests"]  # the one-step ner: no other model ran
     assert report["triton"]["ner"]["executions"] <= total["requests"]
     assert (tmp_path / "ok_stats.csv").is_file() and "Triton (server side" in (tmp_path / "ok_report.md").read_text()
+    # The quality signals beside the latency: every answered request counted, the build's baseline beside them.
+    quality = report["quality"]
+    assert quality["requests"] == total["requests"] and quality["texts"] >= total["requests"]
+    assert quality["baseline_unk_share"] is not None and quality["rejected"]["invalid_input"] == 0
+    assert "## Model quality" in (tmp_path / "ok_report.md").read_text()
 
 
 def test_locust_exit_code_is_1_when_the_slo_is_breached(

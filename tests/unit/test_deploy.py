@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 MONITORING = DEPLOY / "monitoring"
 RULES_DIR = MONITORING / "rules"
-RULE_FILES = (RULES_DIR / "ner-recording.yml", RULES_DIR / "ner-alerts.yml")
+RULE_FILES = (RULES_DIR / "ner-recording.yml", RULES_DIR / "ner-alerts.yml", RULES_DIR / "ner-quality.yml")
 RULE_TESTS = RULES_DIR / "tests.yml"
 PROMETHEUS_CONFIG = MONITORING / "prometheus.yml"
 GRAFANA = MONITORING / "grafana"
@@ -410,6 +410,9 @@ def test_rules_define_the_slo_recordings_and_alerts() -> None:
     fired = {t["alertname"] for case in tests for t in case.get("alert_rule_test", []) if t.get("exp_alerts")}
     assert "ner:queue_compute_ratio:rate1m" in exprs
     assert "NerFailureRatioHigh" in fired
+    # Every quality alert has a recorded-series test that fires it.
+    quality = {"NerInputUnkShareHigh", "NerEntityMixDrift", "NerEntityScoreLow", "NerInputRejectionsHigh"}
+    assert quality <= set(alerts) and quality <= fired, quality - fired
 
 
 # ------------------------------------------------------------------------------ PromQL outside the rules

@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "ner_triton.labels",
             "ner_triton.alignment",
             "ner_triton.decoding",
+            "ner_triton.signals",
             "ner_triton.variants",
             "ner_triton.logs",
             "ner_triton.cli",
@@ -55,6 +56,7 @@ RUNTIME_MAY_IMPORT = {
     "ner_triton.labels",
     "ner_triton.alignment",
     "ner_triton.decoding",
+    "ner_triton.signals",
 }
 HEAVY = ("torch", "transformers", "tqdm", "seqeval", "ner_triton.pipeline", "ner_triton.modeling")
 

@@ -32,6 +32,10 @@ def locust_rows(stats: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 def write_merged_report(
     prefix: str,
     stats: Any,
@@ -40,8 +44,10 @@ def write_merged_report(
     breaches: list[str],
     bench: Path = BENCH_JSON,
     issued: int | None = None,
+    quality: dict[str, Any] | None = None,
 ) -> Path:
-    """``issued``: calls the users started (single-process runs), to show none went unrecorded."""
+    """``issued``: calls the users started (single-process runs), to show none went unrecorded; ``quality``: what
+    the model saw and said during the run (:func:`~ner_triton.loadtest.metrics.quality_summary`)."""
     rows = locust_rows(stats)
     report: dict[str, Any] = {
         "issued": issued,
@@ -49,6 +55,7 @@ def write_merged_report(
         "triton": triton,
         "slo": {"p95_ms": slo.p95_ms, "p99_ms": slo.p99_ms, "max_error_rate": slo.max_error_rate},
         "breaches": breaches,
+        "quality": quality or {},
     }
     if bench.is_file():
         report["bench_peers"] = {
@@ -75,6 +82,17 @@ def write_merged_report(
                 f"| {model} | {t['requests']} | {t['failures']} | {t['avg_batch_size']} | "
                 f"{t['queue_ms_per_request']} | {t['compute_ms_per_request']} | {t['request_ms_per_request']} |"
             )
+    if quality:
+        q = quality
+        lines += ["", "## Model quality (what `ner` saw and said, vs the build's test split)", "",
+                  f"{q['requests']} requests, {q['texts']} texts, {q['tokens_per_text']} sub-tokens per text, "
+                  f"[UNK] share {q['unk_share']:.3%} (baseline {_pct(q['baseline_unk_share'])}), "
+                  f"{q['windowed_share']:.2%} windowed, {q['entities_per_text']} entities per text; refused: "
+                  + (", ".join(f"{k} {v}" for k, v in q["rejected"].items() if v) or "none") + ".", "",
+                  "| entity | count | share | baseline share | mean score |", "|---|---|---|---|---|"]  # fmt: skip
+        for etype, e in q["entities"].items():
+            lines.append(f"| {etype} | {e['count']} | {e['share']:.1%} | {_pct(e['baseline_share'])} | "
+                         f"{e['mean_score'] if e['mean_score'] is not None else '-'} |")  # fmt: skip
     if "bench_peers" in report:
         lines += [
             "",

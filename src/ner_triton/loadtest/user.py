@@ -28,10 +28,13 @@ from ner_triton.loadtest.texts import TextPool  # noqa: E402
 from ner_triton.loadtest.transport import Transport, add_arguments  # noqa: E402
 from ner_triton.schema import ENSEMBLE, ENTITIES  # noqa: E402
 from ner_triton.settings import default_data  # noqa: E402
+from ner_triton.signals import FLUSH_S  # noqa: E402
 
 log = logging.getLogger(__name__)
 _POOL: TextPool | None = None
 _BEFORE: dict[str, Any] = {}
+_QUALITY_BEFORE: metrics.QualitySamples = {}
+QUALITY_FLUSH_WAIT_S = FLUSH_S + 0.5  # the model's last counts have reached the metrics port
 # Calls started by this process's users: every one must end as a recorded success or failure.
 ISSUED = {"calls": 0}
 
@@ -72,7 +75,9 @@ def _is_worker(environment: Any) -> bool:
 def _on_start(environment: Any, **_: Any) -> None:
     url = environment.parsed_options.triton_metrics_url
     if url and not _is_worker(environment):
-        _BEFORE.update(metrics.scrape(url))
+        text = metrics.scrape_text(url)
+        _BEFORE.update(metrics.parse(text))
+        _QUALITY_BEFORE.update(metrics.parse_quality(text))
 
 
 @events.quitting.add_listener
@@ -83,14 +88,21 @@ def _on_quit(environment: Any, **_: Any) -> None:
     total = environment.stats.total
     slo = Slo(opts.slo_p95_ms, opts.slo_p99_ms, opts.slo_error_rate)
     breaches = check(total, slo)
-    triton = metrics.summarize(_BEFORE, metrics.scrape(opts.triton_metrics_url)) if opts.triton_metrics_url else {}
+    triton: dict[str, Any] = {}
+    quality: dict[str, Any] = {}
+    if opts.triton_metrics_url:
+        time.sleep(QUALITY_FLUSH_WAIT_S)  # the model hands its quality counts over every second
+        text = metrics.scrape_text(opts.triton_metrics_url)
+        triton = metrics.summarize(_BEFORE, metrics.parse(text))
+        quality = metrics.quality_summary(_QUALITY_BEFORE, metrics.parse_quality(text))
     if opts.report_prefix:
         from locust.runners import LocalRunner
 
         from ner_triton.loadtest.report import write_merged_report
 
         issued = ISSUED["calls"] if isinstance(environment.runner, LocalRunner) else None
-        write_merged_report(opts.report_prefix, environment.stats, triton, slo, breaches, issued=issued)
+        write_merged_report(opts.report_prefix, environment.stats, triton, slo, breaches, issued=issued,
+                            quality=quality)  # fmt: skip
     if breaches:
         log.error("SLO breached: %s", "; ".join(breaches))
         environment.process_exit_code = 1

@@ -14,6 +14,7 @@ import os
 import platform
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from ner_triton.pipeline.gate import RULE, enforce_gate, fallback_message, gate
 from ner_triton.pipeline.quantize import RECIPES, Calibration, quantize_variant
 from ner_triton.pipeline.report import write_report
 from ner_triton.pipeline.serve import candidates, choose, race
+from ner_triton.pipeline.signal_baseline import signal_baseline
 from ner_triton.record import SCHEMA, BuildReport
 from ner_triton.repository.rollout import export_repository
 from ner_triton.schema import LABELS_FILE, MODEL_DIR, ONNX_DIR, REPORT_MD
@@ -250,6 +252,9 @@ def build(settings: BuildSettings) -> Path:
     summary = json.loads((model_dir / TRAIN_SUMMARY).read_text(encoding="utf-8"))
     uncertain = heldout_uncertainty(settings, model_dir, onnx_paths, test_counts)
     served, verdict = serve_choice(settings, model_dir, onnx_paths, variants, test, uncertain)
+    if served["variant"] is not None:  # what the served model's quality signals were on the test split
+        onnx = onnx_paths[get(served["variant"]).report_key]
+        served["signals"] = asdict(signal_baseline(model_dir, onnx, [s.text for s in test], settings.threads))
     baseline = baseline_scores(settings, LabelMap.load(model_dir / LABELS_FILE), test)
     quality = quality_verdict(variants[REFERENCE.report_key]["f1"], baseline["f1"], settings.quality)
     per_type = variants[REFERENCE.report_key]["per_type"]

@@ -29,6 +29,7 @@ from ner_triton.schema import (
     POSTPROCESS,
     PREPROCESS,
     REPORT_JSON,
+    SERVED_FILE,
     TOKENIZER_DIR,
 )
 from ner_triton.variants import VARIANTS, Layout
@@ -36,7 +37,6 @@ from ner_triton.variants import VARIANTS, Layout
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-SERVED_FILE = "served.json"  # in ner/<version>/: which variant the fused model serves, and the build's figures
 
 
 def settings_for_model(model_dir: Path, base: RepositorySettings | None = None) -> RepositorySettings:

@@ -1,7 +1,7 @@
 """What runs inside Triton: the python-backend adapters and the logic of the three steps.
 
 Everything here is loaded by a python-backend stub, so it stays light: it imports the shared NER core
-(``schema``, ``errors``, ``labels``, ``alignment``, ``decoding``) plus numpy, tokenizers, onnx and
+(``schema``, ``errors``, ``labels``, ``alignment``, ``decoding``, ``signals``) plus numpy, tokenizers, onnx and
 onnxruntime - never torch, transformers, tqdm or the build pipeline. The tokenizer and postprocess steps
 need only numpy and tokenizers (the NGC server image installs nothing more). ``tests/unit/test_structure.py``
 imports every module here in a fresh interpreter and fails if one of those got loaded.
@@ -17,4 +17,6 @@ imports every module here in a fresh interpreter and fails if one of those got l
     tokenizer.py  the model's tokenizer.json through the ``tokenizers`` library
     session.py    the ONNX Runtime session
     graph.py      facts read from the ONNX graph (embedding table sizes)
+    quality_metrics.py  the quality signals (ner_triton.signals) as Triton custom metrics, and the build's
+                  baseline as gauges
 """

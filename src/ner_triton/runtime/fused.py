@@ -46,6 +46,7 @@ from ner_triton.schema import (
     TOKENIZER_DIR,
     WORD_IDS,
 )
+from ner_triton.signals import Observer
 
 POST_TENSORS = (OFFSETS, WORD_IDS, OWNED)
 WARMUP_TEXT = "Warm-up sentence from Paris ."
@@ -86,6 +87,7 @@ class FusedNer:
         self.post = Postprocessor(LabelMap.load(version_dir / LABELS_FILE))
         self.slots = slots or Slots(str(version_dir.resolve()), limits.bulk_slots)
         self.low = LowPriority(limits.bulk_nice)
+        self.observer: Observer | None = None  # quality signals; the adapter sets it after the warm-up
         self([np.array([WARMUP_TEXT.encode()], dtype=np.object_)])  # first-run allocations before traffic
 
     def __call__(self, requests: Sequence[np.ndarray], send: Send | None = None) -> list[Result]:
@@ -96,6 +98,8 @@ class FusedNer:
 
         def done(i: int, result: Result) -> None:
             out[i] = result
+            if self.observer is not None and isinstance(result, Exception):
+                self.observer.reject(result)
             if send is not None:
                 send(i, result)
 
@@ -207,4 +211,7 @@ class FusedNer:
         for (req, i, t), logits in zip(texts, self.bert.run(feeds), strict=True):
             tensors = {LOGITS: logits, TEXT_INDEX: t[TEXT_INDEX], **{n: t[n] for n in POST_TENSORS}}
             entities[req.index].append(self.post(req.raw[i : i + 1], tensors)[0])
-        return [(req.index, np.array(entities[req.index], dtype=np.object_).reshape(req.shape)) for req in reqs]
+        answers = [np.array(entities[req.index], dtype=np.object_).reshape(req.shape) for req in reqs]
+        if self.observer is not None:
+            self.observer.observe([(req.texts, answer) for req, answer in zip(reqs, answers, strict=True)])
+        return [(req.index, answer) for req, answer in zip(reqs, answers, strict=True)]

@@ -53,6 +53,13 @@ class TokenizerFile:
             raise ModelLoadError(f"{path}: special token {token!r} is not in the vocabulary; rebuild the model.")
         return int(token_id)
 
+    @property
+    def unk_token_id(self) -> int | None:
+        """The id of the model's unknown token (``[UNK]`` for WordPiece); None for a model without one."""
+        unk = getattr(self.tokenizer.model, "unk_token", None)
+        token_id = self.tokenizer.token_to_id(unk) if unk else None
+        return None if token_id is None else int(token_id)
+
     def encode_plain(self, text: str) -> PlainEncoding:
         enc = self.tokenizer.encode(text, add_special_tokens=False)
         return PlainEncoding(list(enc.ids), [tuple(o) for o in enc.offsets], list(enc.word_ids))  # type: ignore[misc]

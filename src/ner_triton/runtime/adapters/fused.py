@@ -4,6 +4,10 @@ The logic is ner_triton.runtime.fused.FusedNer; TEXT ``[batch, 1]`` in, ENTITIES
 merged by Triton's dynamic batcher. Each request's response goes out through its response sender as soon as it
 is ready (cheap requests of a batch first), so ``execute`` returns None. A bad request gets its own error
 response (INVALID_ARGUMENT; UNAVAILABLE when a large request finds no room); the others of the batch run.
+
+Quality signals (ner_triton.runtime.quality_metrics) are on unless the config parameter ``quality_metrics`` or
+the environment variable ``NER_QUALITY_METRICS`` is ``0`` (the environment wins); ``quality_flush_s`` sets how
+often they reach the metrics port (default 2 s).
 """
 
 import json
@@ -15,6 +19,7 @@ import triton_python_backend_utils as pb_utils
 from ner_triton.runtime.adapters.responses import error_response
 from ner_triton.runtime.fused import FusedNer
 from ner_triton.runtime.limits import Limits
+from ner_triton.runtime.quality_metrics import quality_metrics
 from ner_triton.schema import ENTITIES, TEXT
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -32,6 +37,10 @@ class TritonPythonModel:
             max_padding=float(params.get("max_padding", "0.25")),
             spinning=params.get("spinning", "1") != "0",
         )
+        self.quality = quality_metrics(
+            args, params, self.ner.post.labels.entity_types, self.ner.pre.tokenizer.unk_token_id
+        )
+        self.ner.observer = self.quality
 
     def execute(self, requests):
         senders = [r.get_response_sender() for r in requests]
@@ -58,5 +67,11 @@ class TritonPythonModel:
             self.ner([pb_utils.get_input_tensor_by_name(r, TEXT).as_numpy() for r in requests], send)
         except Exception as exc:  # never let one batch take the stub down; every request gets an answer
             for i in sorted(pending):
+                if self.quality is not None:
+                    self.quality.reject(exc)
                 send(i, exc)
         return None
+
+    def finalize(self):
+        if self.quality is not None:
+            self.quality.close()
