@@ -6,11 +6,12 @@ an error response for that request only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ner_triton.decoding import best_labels
 from ner_triton.errors import InvalidInputError
 from ner_triton.runtime.graph import lookup_table_rows
 from ner_triton.runtime.session import onnx_session, shrink_options, trim_heap
@@ -65,19 +66,45 @@ class BertRunner:
     def run(self, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
         """Logits ``[rows_i, len_i, labels]`` for each feed of ``[rows_i, len_i]`` arrays."""
         out: list[np.ndarray] = [np.empty(0)] * len(feeds)
-        for group in length_groups([f[self.input_names[0]].shape for f in feeds], self.max_padding):
-            length = max(feeds[i][self.input_names[0]].shape[1] for i in group)
-            batch = {
-                n: np.concatenate([np.pad(feeds[i][n], ((0, 0), (0, length - feeds[i][n].shape[1]))) for i in group])
-                for n in self.input_names
-            }
-            logits = self._run(batch, length)
+        for group, logits in self._groups(feeds):
             row = 0
             for i in group:
                 rows, k = feeds[i][self.input_names[0]].shape
                 out[i] = np.ascontiguousarray(logits[row : row + rows, :k])
                 row += rows
         return out
+
+    def predict(self, feeds: Sequence[dict[str, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Like :meth:`run`, each feed's most likely label ids and their probabilities ``[rows_i, len_i]``
+        (:func:`~ner_triton.decoding.best_labels`, computed once per ONNX Runtime run, not once per text)."""
+        out: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(feeds)
+        for group, logits in self._groups(feeds):
+            best, scores = best_labels(logits)
+            row = 0
+            for i in group:
+                rows, k = feeds[i][self.input_names[0]].shape
+                out[i] = (best[row : row + rows, :k], scores[row : row + rows, :k])
+                row += rows
+        return out
+
+    def _groups(self, feeds: Sequence[dict[str, np.ndarray]]) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Each length group's feeds (:func:`length_groups`) and the logits of their rows, in group order: one
+        padded array per input and group (a lone feed is run as it is)."""
+        first = self.input_names[0]
+        for group in length_groups([f[first].shape for f in feeds], self.max_padding):
+            length = max(feeds[i][first].shape[1] for i in group)
+            if len(group) == 1:
+                batch = {n: feeds[group[0]][n] for n in self.input_names}
+            else:
+                total = sum(feeds[i][first].shape[0] for i in group)
+                batch = {n: np.zeros((total, length), np.int64) for n in self.input_names}
+                row = 0
+                for i in group:
+                    rows, k = feeds[i][first].shape
+                    for n in self.input_names:
+                        batch[n][row : row + rows, :k] = feeds[i][n]
+                    row += rows
+            yield group, self._run(batch, length)
 
     def _run(self, batch: dict[str, np.ndarray], length: int) -> np.ndarray:
         """Logits of ``batch`` (rows of ``length``), in slices of at most ``max_run_tokens`` positions."""

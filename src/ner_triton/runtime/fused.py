@@ -23,7 +23,7 @@ A version directory of this model holds ``model.onnx`` (the build's chosen CPU v
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,16 +38,10 @@ from ner_triton.runtime.steps import Postprocessor, Preprocessor, check_sizes, d
 from ner_triton.schema import (
     ATTENTION_MASK,
     LABELS_FILE,
-    LOGITS,
-    OFFSETS,
     ONNX_MODEL_FILE,
-    OWNED,
-    TEXT_INDEX,
     TOKENIZER_DIR,
-    WORD_IDS,
 )
 
-POST_TENSORS = (OFFSETS, WORD_IDS, OWNED)
 WARMUP_TEXT = "Warm-up sentence from Paris ."
 Result = np.ndarray | InvalidInputError | CapacityError
 Send = Callable[[int, Result], None]
@@ -63,6 +57,7 @@ class _Request:
     texts: list[dict[str, np.ndarray]]
     tokens: int = 0  # sub-tokens over all its windows (the budgets' measure), counted once
     slot: Slot | None = None  # the bulk slot it already holds (a request over bulk_bytes)
+    strings: list[str] = field(default_factory=list)  # the texts, decoded and checked once (decode_texts)
 
     def __post_init__(self) -> None:
         self.tokens = sum(int(t[ATTENTION_MASK].sum()) for t in self.texts)
@@ -173,7 +168,8 @@ class FusedNer:
 
     def _prepare(self, index: int, shape: tuple[int, ...], flat: np.ndarray) -> _Request:
         """A request's checks (count, bytes, UTF-8, controls), windows and sub-token budget."""
-        return _Request(index, shape, flat, self.pre.encode_each(decode_texts(flat, self.limits)))
+        strings = decode_texts(flat, self.limits)
+        return _Request(index, shape, flat, self.pre.encode_each(strings), strings=strings)
 
     def _prepare_large(self, index: int, shape: tuple[int, ...], flat: np.ndarray, held: list[Slot]) -> _Request:
         """:meth:`_prepare` for a request of more than ``bulk_bytes``: it takes a bulk slot first (none free: refused
@@ -204,7 +200,7 @@ class FusedNer:
             return []
         feeds = [{n: t[n] for n in self.bert.input_names} for _, _, t in texts]
         entities: dict[int, list[bytes]] = {req.index: [] for req in reqs}
-        for (req, i, t), logits in zip(texts, self.bert.run(feeds), strict=True):
-            tensors = {LOGITS: logits, TEXT_INDEX: t[TEXT_INDEX], **{n: t[n] for n in POST_TENSORS}}
-            entities[req.index].append(self.post(req.raw[i : i + 1], tensors)[0])
+        # label ids and probabilities once per ONNX Runtime run; each text decoded from its own windows' rows
+        for (req, i, t), (best, scores) in zip(texts, self.bert.predict(feeds), strict=True):
+            entities[req.index].append(self.post.text_json(req.strings[i], best, scores, t))
         return [(req.index, np.array(entities[req.index], dtype=np.object_).reshape(req.shape)) for req in reqs]
