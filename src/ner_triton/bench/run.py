@@ -38,6 +38,7 @@ from ner_triton.bench.peers import (
 )
 from ner_triton.bench.report import write_outputs
 from ner_triton.cli import Command
+from ner_triton.cpus import cpu_flags, cpu_model
 from ner_triton.data import load_split
 from ner_triton.errors import ConfigError
 from ner_triton.repository.install import install_artifacts, served_settings
@@ -139,28 +140,6 @@ def goals(peers: dict[str, dict[str, Any]], served: Variant) -> dict[str, Any]:
                 "detail": f"ner best {ner['throughput_sps']} sent/s (1 text per request) / engine {limit} sent/s",
             }
     return out
-
-
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-
-
-def cpu_flags() -> list[str]:
-    """The CPU's vector / matrix flags that decide ONNX Runtime's INT8 kernels (VNNI, AMX, AVX-512, AVX2)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in CPU_FLAGS if f in have]
-    return []
-
-
-def cpu_model() -> str:
-    """The CPU's model name as ``lscpu`` shows it (/proc/cpuinfo on Linux; the platform's word elsewhere)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def _versions() -> dict[str, str]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ner_triton.cpus import instances_from_env
+from ner_triton.cpus import instances_from_env, threads_from_env
 from ner_triton.errors import ConfigError
 from ner_triton.runtime.limits import Limits
 from ner_triton.schema import (
@@ -103,6 +103,9 @@ class RepositorySettings:
     # process may use, ner_triton.cpus), else ``batching.instances``. Unset, the committed files stay
     # machine-independent; a container's entrypoint sets the count for its own CPUs (serving/entrypoint.py).
     ner_instances: int | None = field(default_factory=instances_from_env)
+    # ONNX Runtime threads of each ``ner`` instance: ``NER_ORT_THREADS`` when set (with ``NER_INSTANCES=auto``: this
+    # host's ``make sweep`` choice, ner_triton.cpus), else ``batching.threads``.
+    ner_threads: int | None = field(default_factory=threads_from_env)
 
     @property
     def served(self) -> Variant:
@@ -308,7 +311,7 @@ def fused_config(s: RepositorySettings) -> mc.ModelConfig:
         cfg,
         {
             **s.limits.to_parameters(),
-            "threads": b.threads,
+            "threads": s.ner_threads or b.threads,
             "max_padding": b.max_padding,
             "spinning": int(b.spinning),
         },
