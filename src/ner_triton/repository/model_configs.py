@@ -75,6 +75,14 @@ class BatchingSettings:
     # beyond either it is rejected at once (UNAVAILABLE) instead of piling up latency.
     queue_timeout_us: int = 10_000_000
     max_queue_size: int = 512
+    # The policy above on the one-step ``ner`` too. Off by default: any queue policy turns off Triton's payload
+    # prefetching, and then the dynamic batcher forms a batch only while an instance thread is waiting for one; an
+    # instance that becomes free does not wake it, so a request that arrives while every instance is busy (ner
+    # answers before its execute() returns) waits for the next arrival or the batcher's 500 ms idle wait (Triton
+    # core's dynamic_batch_scheduler.cc). Measured: one instance, one client, p99 507 ms with the policy, 15.6 ms
+    # without (docs/serving.md, "Batching"). Without it ``ner`` sheds load by its budgets (CapacityError) and the
+    # clients' deadlines (a cancelled request leaves Triton's queue).
+    ner_queue_policy: bool = False
 
 
 @dataclass(frozen=True)
@@ -302,7 +310,8 @@ def fused_config(s: RepositorySettings) -> mc.ModelConfig:
     cfg.input.append(_in(TEXT, mc.TYPE_STRING, [1]))
     cfg.output.append(_out(ENTITIES, mc.TYPE_STRING, [1]))
     cfg.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_us
-    _queue_policy(cfg, b)
+    if b.ner_queue_policy:
+        _queue_policy(cfg, b)
     # one instance per CPU for the short requests, plus one per bulk slot: a large request in the bulk lane
     # (runtime.limits) holds an instance for up to a second or two, never one of the CPUs' instances
     count = (s.ner_instances or b.instances) + s.limits.bulk_slots
