@@ -71,6 +71,12 @@ class BatchingSettings:
     # ONNX Runtime threads busy-wait for work by default; with several instances on few cores that
     # steals CPU from the instance that has work.
     spinning: bool = True
+    # One-step ``ner``: a batch that starts while no other instance runs one gets this many ONNX Runtime threads
+    # (None: the CPUs the stub may use; 0: never more than ``threads``), so one request at a time could run on every
+    # core while under load each instance keeps its one thread (runtime.bert). Off: on 2 cores shared with other
+    # work, 2 threads made one client 3x slower (p50 28-39 ms vs 9-12 ms; docs/serving.md) - not yet measured on a
+    # quiet host, where it should pay.
+    threads_alone: int | None = 0
     # Overload policy: a request waits at most this long in the queue, and at most this many wait;
     # beyond either it is rejected at once (UNAVAILABLE) instead of piling up latency.
     queue_timeout_us: int = 10_000_000
@@ -321,6 +327,7 @@ def fused_config(s: RepositorySettings) -> mc.ModelConfig:
         {
             **s.limits.to_parameters(),
             "threads": s.ner_threads or b.threads,
+            "threads_alone": "auto" if b.threads_alone is None else b.threads_alone,
             "max_padding": b.max_padding,
             "spinning": int(b.spinning),
         },

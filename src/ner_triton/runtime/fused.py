@@ -33,7 +33,7 @@ from ner_triton.labels import LabelMap
 from ner_triton.runtime.bert import BertRunner
 from ner_triton.runtime.limits import Limits
 from ner_triton.runtime.session import trim_heap
-from ner_triton.runtime.slots import LowPriority, Slot, Slots
+from ner_triton.runtime.slots import Activity, LowPriority, Slot, Slots
 from ner_triton.runtime.steps import Postprocessor, Preprocessor, check_sizes, decode_texts
 from ner_triton.schema import (
     ATTENTION_MASK,
@@ -74,10 +74,16 @@ class FusedNer:
         max_padding: float = 0.25,
         spinning: bool = True,
         slots: Slots | None = None,
+        threads_alone: int = 0,
     ) -> None:
         self.limits = limits
         self.pre = Preprocessor(version_dir / TOKENIZER_DIR, limits)
-        self.bert = BertRunner(version_dir / ONNX_MODEL_FILE, threads, max_padding, spinning, limits.max_run_tokens)
+        # a batch that starts while no other instance of this model runs one gets threads_alone threads
+        activity = Activity(str(version_dir.resolve())) if threads_alone > threads else None
+        self.bert = BertRunner(
+            version_dir / ONNX_MODEL_FILE, threads, max_padding, spinning, limits.max_run_tokens,
+            threads_alone=threads_alone, activity=activity,
+        )  # fmt: skip
         self.post = Postprocessor(LabelMap.load(version_dir / LABELS_FILE))
         self.slots = slots or Slots(str(version_dir.resolve()), limits.bulk_slots)
         self.low = LowPriority(limits.bulk_nice)
@@ -120,7 +126,7 @@ class FusedNer:
                         continue
                     held.append(slot)
                 with slot:
-                    for index, result in self.low(self._run, [req]):
+                    for index, result in self.low(self._run, [req], False):
                         done(index, result)
         finally:  # a fault on the way must not keep a slot from the other instances
             for slot in held:
@@ -193,14 +199,15 @@ class FusedNer:
             f"sub-tokens and {self.limits.bulk_bytes} bytes stay out of the bulk lane)."
         )
 
-    def _run(self, reqs: list[_Request]) -> list[tuple[int, Result]]:
-        """Run the texts of ``reqs`` together: each request's index and entities."""
+    def _run(self, reqs: list[_Request], widen: bool = True) -> list[tuple[int, Result]]:
+        """Run the texts of ``reqs`` together: each request's index and entities (``widen=False``: the bulk lane,
+        never on more threads than configured)."""
         texts = [(req, i, t) for req in reqs for i, t in enumerate(req.texts)]
         if not texts:
             return []
         feeds = [{n: t[n] for n in self.bert.input_names} for _, _, t in texts]
         entities: dict[int, list[bytes]] = {req.index: [] for req in reqs}
         # label ids and probabilities once per ONNX Runtime run; each text decoded from its own windows' rows
-        for (req, i, t), (best, scores) in zip(texts, self.bert.predict(feeds), strict=True):
+        for (req, i, t), (best, scores) in zip(texts, self.bert.predict(feeds, widen), strict=True):
             entities[req.index].append(self.post.text_json(req.strings[i], best, scores, t))
         return [(req.index, np.array(entities[req.index], dtype=np.object_).reshape(req.shape)) for req in reqs]
