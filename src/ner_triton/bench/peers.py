@@ -212,7 +212,8 @@ class OrtEngine:
 
     def batches(self, texts: Sequence[str], batch_size: int) -> list[dict[str, np.ndarray]]:
         """Every window of ``texts``, sorted by sub-tokens, in batches of ``batch_size`` padded to their longest."""
-        windows = [w.encoding for ws in self.pre.windows(list(texts)) for w in ws]
+        # one text at a time: the request budgets (Limits) hold per request, not for the whole sample
+        windows = [w.encoding for t in texts for w in self.pre.windows([t])[0]]
         windows.sort(key=len)
         out = []
         for a in range(0, len(windows), batch_size):
