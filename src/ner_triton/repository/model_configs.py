@@ -73,9 +73,8 @@ class BatchingSettings:
     spinning: bool = True
     # One-step ``ner``: a batch that starts while no other instance runs one gets this many ONNX Runtime threads
     # (None: the CPUs the stub may use; 0: never more than ``threads``), so one request at a time could run on every
-    # core while under load each instance keeps its one thread (runtime.bert). Off: on 2 cores shared with other
-    # work, 2 threads made one client 3x slower (p50 28-39 ms vs 9-12 ms; docs/serving.md) - not yet measured on a
-    # quiet host, where it should pay.
+    # core while under load each instance keeps its one thread (runtime.bert). Off: on the 2-core AMD EPYC it made
+    # one client slower (p50 28-39 vs 9-12 ms on busy cores, 14.7-16.8 vs 9.0-9.7 ms on calmer ones; serving.md).
     threads_alone: int | None = 0
     # Overload policy: a request waits at most this long in the queue, and at most this many wait;
     # beyond either it is rejected at once (UNAVAILABLE) instead of piling up latency.
