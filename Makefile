@@ -18,7 +18,7 @@ DEMO_TRAIN_SENTENCES ?= 3000
 DEMO_EPOCHS ?= 2
 DEMO_MIN_STEPS ?= 0
 
-.PHONY: help setup build demo repository serve eval-served worst-case tune-batching prune-sweep bench quality-overhead loadtest stop replicas replicas-measure capacity engine gpu-check perf-inputs test test-fast lint format clean
+.PHONY: help setup build demo repository serve eval-served worst-case tune-batching prune-sweep bench quality-overhead loadtest stop replicas replicas-measure capacity sweep engine gpu-check perf-inputs test test-fast lint format clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,6 +82,9 @@ replicas-measure: setup ## Throughput and p99 through the proxy for 1 and 2 repl
 
 capacity: setup ## Replicas needed for RATE sent/s under a p99 SLO (SLO_P99_MS), from the bench curve
 	$(VENV)/bin/ner-capacity --rate $${RATE:-1000} --slo-p99-ms $${SLO_P99_MS:-100}
+
+sweep: setup ## Instances x ONNX Runtime threads of `ner` on this host -> benchmarks/sweep/ (NER_INSTANCES=auto uses it)
+	$(VENV)/bin/ner-sweep --artifacts $${ARTIFACTS:-artifacts} $${CONFIGS:+--configs $$CONFIGS}
 
 engine: setup ## GPU host: TensorRT INT8 engine + GPU model repository (model_repository_gpu/) from artifacts/
 	$(VENV)/bin/python -m pip install -q -e '.[gpu]'

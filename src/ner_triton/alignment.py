@@ -12,6 +12,7 @@ uncased checkpoints lower-case their input, and casing is the strongest cue for 
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -27,8 +28,10 @@ CASING_CLASSES = ("special", "lower", "title", "upper", "mixed", "digit", "other
 NUM_CASING = len(CASING_CLASSES)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def casing_id(piece: str) -> int:
-    """Casing class of one sub-token's surface text (see :data:`CASING_CLASSES`)."""
+    """Casing class of one sub-token's surface text (see :data:`CASING_CLASSES`); cached: the same pieces come
+    back in every text (a bounded cache, pure function of the string)."""
     if not piece:
         return 0
     if any(c.isdigit() for c in piece):

@@ -45,11 +45,22 @@ def test_bench_writes_every_peer_ratios_and_plots(tiny_build: TinyBuild, conll_d
         "served_vs_inprocess_throughput",
         "served_vs_hf_pipeline_throughput",
         "ner_c1_p50_minus_inprocess_b1_p50_ms",
+        "ner_c1_p99_over_p50",
+        "ner_1text_saturation_vs_engine",
     } <= set(result["goals"])
-    assert set(result["goals"]["per_peer_vs_inprocess"]) == {n for n in result["peers"] if n.startswith("triton_")}
+    grpc = {n for n in result["peers"] if n.startswith("triton_")}
+    assert set(result["goals"]["per_peer_vs_inprocess"]) == grpc == set(result["goals"]["per_peer_vs_engine"])
+    # the engine peer runs the served file on the served instances' threads, faster than the whole pipeline
+    engine = result["peers"]["ort_engine"]
+    assert engine["threads"] == result["machine"]["engine_threads"] >= 1
+    assert result["goals"]["engine_limit"]["throughput_sps"] == engine["throughput_sps"]
     assert result["seed"] == 13 and result["machine"]["cpus"] and result["versions"]["onnxruntime"]
+    machine = result["machine"]
+    assert isinstance(machine["cpu_flags"], list) and machine["load_generator_cpu_s"] > 0
+    assert machine["steal_pct"] is None or 0 <= machine["steal_pct"] <= 100
     markdown = (tmp_path / "latest.md").read_text()
     assert "| triton_ner_grpc |" in markdown and "## Where the time goes" in markdown
+    assert "share of the engine limit" in markdown and "Steal:" in markdown
     assert (tmp_path / "throughput.png").stat().st_size > 1000 and (tmp_path / "latency.png").is_file()
 
 

@@ -149,9 +149,12 @@ def test_fuzz_thousands_of_malformed_requests_while_good_ones_keep_working(serve
 
 @pytest.fixture(scope="module")
 def small_queue_server(tiny_build: TinyBuild, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerSettings]:
-    """The tiny model with a deliberately small BERT queue: 2 waiting requests, 300 ms in the queue at most."""
+    """The tiny model with a deliberately small BERT queue: 2 waiting requests, 300 ms in the queue at most (on the
+    one-step ``ner`` too, where the policy is off by default: ``BatchingSettings.ner_queue_policy``)."""
     tmp = tmp_path_factory.mktemp("overload")
-    batching = BatchingSettings(instances=1, threads=1, max_queue_size=2, queue_timeout_us=300_000)
+    batching = BatchingSettings(
+        instances=1, threads=1, max_queue_size=2, queue_timeout_us=300_000, ner_queue_policy=True
+    )
     settings = replace(settings_for_model(tiny_build.artifacts / "model"), batching=batching, variants=(INT8,))
     # the queue policy alone under test: no request here is large enough for the bulk lane
     limits = settings.limits

@@ -22,7 +22,7 @@ from ner_triton.errors import (
     RequestRejectedError,
 )
 from ner_triton.runtime.limits import Limits
-from ner_triton.runtime.slots import Slots
+from ner_triton.runtime.slots import Activity, Slots
 from ner_triton.runtime.steps import Preprocessor, decode_texts
 from ner_triton.schema import ATTENTION_MASK, TEXT_INDEX
 from support import TinyBuild
@@ -155,3 +155,21 @@ def test_fused_ner_admits_cheapest_first_answers_them_first_and_refuses_what_the
     out = ner([bulk, spacious])
     assert all(isinstance(r, np.ndarray) for r in out), out
     assert roomy.try_acquire() is not None, "every slot is released after the batch"
+
+
+def test_activity_sees_which_other_instances_run_a_batch(tmp_path: Path) -> None:
+    """The host-wide record behind ``threads_alone``: an instance inside ``running()`` is busy for the others,
+    and a dead process's file is dropped."""
+    a, b = Activity("model", tmp_path, rescan_s=0), Activity("model", tmp_path, rescan_s=0)
+    assert a.others_busy() == 0 and b.others_busy() == 0
+    with a.running():
+        assert b.others_busy() == 1 and a.others_busy() == 0
+        with b.running():
+            assert a.others_busy() == 1
+    assert b.others_busy() == 0
+    stale = a.directory / "999999999-dead.lock"  # no such pid
+    stale.write_bytes(b"")
+    assert a.others_busy() == 0 and not stale.exists()
+    b.close()
+    assert a.others_busy() == 0 and len(list(a.directory.glob("*.lock"))) == 1
+    a.close()

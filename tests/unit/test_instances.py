@@ -3,6 +3,7 @@ repository writer's count and the container entrypoint's view of a read-only rep
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -10,12 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from ner_triton.cpus import available_cpus, cgroup_cpu_quota, instance_count, instances_from_env, parse_instances
+from ner_triton.cpus import (
+    available_cpus,
+    cgroup_cpu_quota,
+    cpu_model,
+    instance_count,
+    instances_from_env,
+    parse_instances,
+    sweep_choice,
+    threads_from_env,
+)
 from ner_triton.errors import ConfigError
 from ner_triton.repository.model_configs import RepositorySettings, fused_config, parse_pbtxt, to_pbtxt
 from ner_triton.repository.render import write_configs
 from ner_triton.runtime.limits import Limits
-from ner_triton.serving.entrypoint import fused_instances, rewrite_command, served_repository
+from ner_triton.serving.entrypoint import fused_instances, rewrite_command, served_repository, server_environment
 from ner_triton.variants import Layout
 
 
@@ -178,3 +188,39 @@ def test_entrypoint_imports_light_in_a_fresh_interpreter() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def _sweep_report(path: Path, model: str, cpus: int, instances: int, threads: int) -> Path:
+    row = {"instances": instances, "threads": threads, "sent_s": 100.0, "p50_ms": 5.0, "p99_ms": 6.0}
+    host = {"cpu_model": model, "cpus": cpus, "cpu_flags": []}
+    path.write_text(json.dumps({"host": host, "rows": [row], "best": row}))
+    return path
+
+
+def test_auto_takes_this_hosts_sweep_and_ignores_another_hosts(tmp_path: Path) -> None:
+    here = _sweep_report(tmp_path / "here.json", cpu_model(), available_cpus(), instances=1, threads=3)
+    env = {"NER_INSTANCES": "auto", "NER_SWEEP": str(here)}
+    assert sweep_choice(env) == (1, 3)
+    assert instances_from_env(env) == 1 and threads_from_env(env) == 3
+    assert instance_count({"NER_SWEEP": str(here)}) == 1  # the entrypoint's detection without NER_INSTANCES
+    assert threads_from_env({**env, "NER_ORT_THREADS": "2"}) == 2  # an explicit thread count wins
+    assert threads_from_env({"NER_INSTANCES": "4", "NER_SWEEP": str(here)}) is None  # a fixed count: no sweep
+    other = _sweep_report(tmp_path / "other.json", "Some Other CPU 9000", available_cpus(), instances=1, threads=3)
+    env = {"NER_INSTANCES": "auto", "NER_SWEEP": str(other)}
+    assert sweep_choice(env) is None and instances_from_env(env) == available_cpus() and threads_from_env(env) is None
+    with pytest.raises(ConfigError, match=r"NER_SWEEP=.*make sweep"):
+        sweep_choice({"NER_SWEEP": str(tmp_path / "missing.json")})
+    with pytest.raises(ConfigError, match=r"NER_ORT_THREADS=.*whole number"):
+        threads_from_env({"NER_ORT_THREADS": "two"})
+
+
+def test_writer_and_entrypoint_apply_the_sweeps_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    here = _sweep_report(tmp_path / "here.json", cpu_model(), available_cpus(), instances=1, threads=2)
+    monkeypatch.setenv("NER_INSTANCES", "auto")
+    monkeypatch.setenv("NER_SWEEP", str(here))
+    monkeypatch.delenv("NER_ORT_THREADS", raising=False)
+    cfg = fused_config(RepositorySettings())
+    assert cfg.instance_group[0].count == 1 + Limits().bulk_slots and cfg.parameters["threads"].string_value == "2"
+    assert server_environment({"NER_SWEEP": str(here)})["NER_ORT_THREADS"] == "2"
+    assert server_environment({"NER_SWEEP": str(here), "NER_ORT_THREADS": "1"})["NER_ORT_THREADS"] == "1"
+    assert "NER_ORT_THREADS" not in server_environment({"NER_SWEEP": str(here), "NER_INSTANCES": "3"})

@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 
 from ner_triton.repository.model_configs import (
+    BatchingSettings,
     RepositorySettings,
     all_configs,
     bert_config,
     ensemble_config,
     ensemble_name,
+    fused_config,
     layout_settings,
     parse_pbtxt,
     to_pbtxt,
@@ -105,3 +107,16 @@ def test_ngc_layout_runs_bert_on_the_onnxruntime_backend(tmp_path: Path) -> None
     cfg = parse_pbtxt((tmp_path / "ner_bert_int8" / "config.pbtxt").read_text())
     assert cfg.platform == "onnxruntime_onnx" and not (tmp_path / "ner_bert_int8" / "1" / "model.py").exists()
     assert (tmp_path / "ner_preprocess" / "1" / "model.py").is_file()
+
+
+def test_ner_keeps_triton_prefetching_unless_its_queue_policy_is_asked_for() -> None:
+    """Any queue policy turns off Triton's payload prefetching, and then a request that arrives while every `ner`
+    instance is busy waits up to the batcher's 500 ms idle wait: `ner` has none by default; its BERT steps keep
+    theirs (their execute() answers only when it returns)."""
+    settings = RepositorySettings(ner_instances=None)
+    ner = fused_config(settings)
+    assert not ner.dynamic_batching.HasField("default_queue_policy")
+    bert = bert_config(settings, INT8)
+    assert bert.dynamic_batching.default_queue_policy.max_queue_size == settings.batching.max_queue_size
+    asked = RepositorySettings(ner_instances=None, batching=BatchingSettings(ner_queue_policy=True))
+    assert fused_config(asked).dynamic_batching.default_queue_policy.max_queue_size == asked.batching.max_queue_size

@@ -18,6 +18,7 @@ from ner_triton.errors import InvalidInputError
 from ner_triton.labels import LabelMap
 from ner_triton.modeling import load_tokenizer
 from ner_triton.runtime.bert import BertRunner, length_groups
+from ner_triton.runtime.slots import Activity
 from ner_triton.runtime.steps import Limits, Postprocessor, Preprocessor, decode_texts
 from ner_triton.schema import ATTENTION_MASK, CASING_IDS, INPUT_IDS, LOGITS, OWNED, TEXT_INDEX
 from support import TinyBuild
@@ -167,6 +168,27 @@ def test_bert_runner_gives_each_request_the_logits_of_running_it_alone(tiny_buil
     )
     for logits, small in zip(together, sliced.run(feeds), strict=True):
         np.testing.assert_allclose(small, logits, atol=1e-4)
+
+
+def test_bert_runner_widens_only_while_no_other_instance_runs(tiny_build: TinyBuild, tmp_path: Path) -> None:
+    """``threads_alone``: a batch that starts while no other instance is running one runs on the wider session,
+    with the same logits (and label ids); the bulk lane (``widen=False``) never does."""
+    path = tiny_build.artifacts / "onnx" / "model_fp32.onnx"
+    other = Activity("model", tmp_path, rescan_s=0)
+    runner = BertRunner(path, threads=1, threads_alone=2, activity=Activity("model", tmp_path, rescan_s=0))
+    ids = np.random.default_rng(1).integers(1000, 2000, size=(2, 11)).astype(np.int64)
+    feed = {INPUT_IDS: ids, ATTENTION_MASK: np.ones_like(ids), CASING_IDS: np.ones_like(ids)}
+    (wide,) = runner.run([feed])
+    assert runner.runs_alone == 1
+    with other.running():  # another instance is busy: one thread
+        (narrow,) = runner.run([feed])
+    assert runner.runs_alone == 1
+    np.testing.assert_allclose(wide, narrow, atol=1e-4)
+    runner.predict([feed], widen=False)
+    assert runner.runs_alone == 1
+    ((best, _),) = runner.predict([feed])
+    assert runner.runs_alone == 2 and (best == wide.argmax(-1)).all()
+    assert BertRunner(path, threads=2, threads_alone=2, activity=other).alone is None  # no wider session to take
 
 
 PARITY_TEXTS = [

@@ -57,6 +57,7 @@ RUNTIME_MAY_IMPORT = {
     "ner_triton.alignment",
     "ner_triton.decoding",
     "ner_triton.signals",
+    "ner_triton.cpus",  # stdlib only: the CPUs a stub may use (``threads_alone=auto``)
 }
 HEAVY = ("torch", "transformers", "tqdm", "seqeval", "ner_triton.pipeline", "ner_triton.modeling")
 

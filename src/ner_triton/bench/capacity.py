@@ -20,6 +20,8 @@ docs/scaling.md), and this model scales by instances: on a 16-core Xeon 1, 4, 8 
 curve measured with ``--measured-instances`` (the CPUs the committed repository is written for, which ``make bench``
 serves; ``ner`` has one more instance for the bulk lane of large requests): the
 curve is scaled as that many copies side by side - linear, an upper bound (13.4/16 = 84% of it at 16 on the Xeon).
+Where a ``make sweep`` report (``--sweep``, default ``benchmarks/sweep/latest.json``) measured both instance counts
+on one host, the curve is scaled by the measured ratio of their best rows' sent/s instead (:func:`sweep_factor`).
 
     ner-capacity --rate 1000 --slo-p99-ms 100                 # from benchmarks/results/latest.json
     ner-capacity --rate 5000 --slo-p99-ms 200 --instances 4   # replicas of 4 CPUs / 4 instances each
@@ -42,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from ner_triton.bench.sweep import load as sweep_report
 from ner_triton.cli import Command
 from ner_triton.client import AsyncNerClient
 from ner_triton.errors import ConfigError, NerTritonError
@@ -250,6 +253,19 @@ def check_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def sweep_factor(report: dict[str, Any] | None, instances: int, measured: int) -> float | None:
+    """Throughput of ``instances`` instances over ``measured`` ones as a sweep report measured them (each count's
+    best row over its thread counts), None when the report lacks either count."""
+    if not report:
+        return None
+    by_count: dict[int, float] = {}
+    for row in report.get("rows", []):
+        by_count[row["instances"]] = max(by_count.get(row["instances"], 0.0), float(row["sent_s"]))
+    if instances not in by_count or not by_count.get(measured):
+        return None
+    return by_count[instances] / by_count[measured]
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, help="target request rate (sentences/s)")
     parser.add_argument("--slo-p99-ms", type=float)
@@ -268,6 +284,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         default=RepositorySettings(ner_instances=None).batching.instances,
         help="`ner` instances of the server the curve was measured on (default: the committed repository's)",
     )
+    parser.add_argument(
+        "--sweep",
+        type=Path,
+        default=Path("benchmarks/sweep/latest.json"),
+        help="a `make sweep` report: --instances scales by its measured ratio instead of linearly (when it has both)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -278,14 +300,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.rate is None or args.slo_p99_ms is None:
         args.parser.error("--rate and --slo-p99-ms are required (or --check REPORT)")
     curve = Curve.load(args.curve, args.peer)
+    scaling = ""
     if args.instances is not None:
-        curve = curve.scaled(args.instances / args.measured_instances)
+        factor = sweep_factor(sweep_report(args.sweep), args.instances, args.measured_instances)
+        scaling = f"measured by {args.sweep}" if factor is not None else "linear"
+        curve = curve.scaled(factor if factor is not None else args.instances / args.measured_instances)
     best = plan(curve, args.rate, args.slo_p99_ms)
     if args.json:
         print(json.dumps(best.as_dict(), indent=2))
         return 0
     if args.instances is not None:
-        print(f"replicas of {args.instances} instances, scaled from {args.measured_instances} as measured (linear)")
+        print(f"replicas of {args.instances} instances, scaled from {args.measured_instances} as measured ({scaling})")
     print(f"one replica ({args.curve}): peak {curve.peak_rps:.1f} sent/s, unloaded p99 {curve.unloaded_p99_ms} ms")
     print(f"per replica: at most {best.max_rps_per_replica} sent/s under p99 {args.slo_p99_ms:g} ms (Poisson arrivals)")
     print(f"-> {best.replicas} replicas for {args.rate:g} sent/s\n")

@@ -3,7 +3,11 @@
 * ``hf_pipeline_fp32`` - transformers' ``pipeline("token-classification", aggregation_strategy="first")``
   on the fine-tuned checkpoint, PyTorch FP32 (what a user would pick instead of a server).
 * ``ort_<variant>_inprocess`` - tokenize + ONNX Runtime + decode in one process with the very functions the
-  server uses, for every CPU variant (the limit a server on this machine can approach).
+  server uses, for every CPU variant (what a user without a server would run).
+* ``ort_engine`` - ONNX Runtime alone on the served file: the texts tokenized beforehand (the server's own
+  windows), batches cut from the windows sorted by sub-tokens and padded beforehand, and as many intra-op
+  threads as the served ``ner`` instances have in all. Nothing but the engine is timed: the limit any server
+  of this model on this machine can approach (every served peer is reported as a share of it).
 * ``triton_ner_grpc`` / ``triton_ner_x8_grpc`` - the local server's one-step ``ner`` (the build's chosen CPU
   variant), 1 or 8 texts per request, from ``concurrency`` client threads.
 * ``triton_ner_1x2_grpc`` - the same ``ner`` with one instance of two threads instead of two of one.
@@ -35,7 +39,9 @@ from ner_triton.bench.served_eval import model_counts, phase_ms
 from ner_triton.client import NerClient
 from ner_triton.decoding import decode_entities
 from ner_triton.labels import LabelMap
+from ner_triton.runtime.limits import Limits
 from ner_triton.runtime.session import onnx_session
+from ner_triton.runtime.steps import Preprocessor
 from ner_triton.schema import ENSEMBLE, LABELS_FILE, MODEL_DIR
 from ner_triton.variants import FP32, INT8, INT8_DYNAMIC, Variant
 
@@ -45,6 +51,7 @@ log = logging.getLogger(__name__)
 class PeerKind(enum.Enum):
     HF_PIPELINE = "hf_pipeline"  # transformers' pipeline, PyTorch
     ORT_INPROCESS = "ort_inprocess"  # tokenize + ONNX Runtime + decode in this process
+    ORT_ENGINE = "ort_engine"  # ONNX Runtime alone on pre-tokenized, pre-padded batches (the engine limit)
     TRITON_GRPC = "triton_grpc"  # a model of a real tritonserver, over gRPC
 
 
@@ -83,6 +90,7 @@ PEERS: dict[str, Peer] = {
         Peer("ort_fp32_inprocess", PeerKind.ORT_INPROCESS, FP32),
         Peer("ort_int8_inprocess", PeerKind.ORT_INPROCESS, INT8),
         Peer("ort_int8_dynamic_inprocess", PeerKind.ORT_INPROCESS, INT8_DYNAMIC),
+        Peer("ort_engine", PeerKind.ORT_ENGINE, None),
         Peer("triton_ner_grpc", PeerKind.TRITON_GRPC, None, fused=True),
         Peer("triton_ner_x8_grpc", PeerKind.TRITON_GRPC, None, fused=True, texts_per_request=8),
         Peer("triton_ner_1x2_grpc", PeerKind.TRITON_GRPC, None, fused=True, mode=ServerMode.ONE_INSTANCE),
@@ -111,9 +119,34 @@ class Run:
     p99_ms: float
     client_cpu_pct: float
     triton: dict[str, Any] | None = None
+    steal_pct: float | None = None  # CPU time the hypervisor gave to other guests during the run (/proc/stat)
+
+    @property
+    def client_cpu_s(self) -> float:
+        """CPU seconds this process (the load generator, for gRPC peers) used during the run."""
+        return round(self.client_cpu_pct * self.seconds / 100, 3)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "client_cpu_s": self.client_cpu_s}
+
+
+def host_cpu_times() -> list[int] | None:
+    """The host's aggregate CPU times (``cpu`` line of /proc/stat, in ticks), None where there is none."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    return [int(x) for x in fields[1:]] if fields and fields[0] == "cpu" else None
+
+
+def steal_pct(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Steal time between two :func:`host_cpu_times` readings, in % of all CPU time (None: not known)."""
+    if before is None or after is None or len(before) < 8 or len(after) < 8:
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is already in user/nice
+    total = sum(after[:8]) - sum(before[:8])
+    return round(100 * (after[7] - before[7]) / total, 2) if total > 0 else None
 
 
 def _cpu_seconds() -> float:
@@ -138,7 +171,7 @@ def run_batches(fn: Callable[[list[str]], object], texts: Sequence[str], batch_s
     for batch in batches[:warmup]:
         fn(batch)
     latencies = []
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    host0, cpu0, t0 = host_cpu_times(), _cpu_seconds(), time.perf_counter()
     for batch in batches:
         t = time.perf_counter()
         fn(batch)
@@ -146,7 +179,8 @@ def run_batches(fn: Callable[[list[str]], object], texts: Sequence[str], batch_s
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
     return Run(batch_size, 1, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
-               *_percentiles(latencies), round(100 * cpu / seconds, 1))  # fmt: skip
+               *_percentiles(latencies), round(100 * cpu / seconds, 1),
+               steal_pct=steal_pct(host0, host_cpu_times()))  # fmt: skip
 
 
 class InProcessOrt:
@@ -166,6 +200,48 @@ class InProcessOrt:
             decode_entities(t, logits[i, : len(e)], e.offsets, e.word_ids, self.labels)
             for i, (t, e) in enumerate(zip(texts, encodings, strict=True))
         ]
+
+
+class OrtEngine:
+    """ONNX Runtime alone on the served file: the windows the server would make, tokenized beforehand."""
+
+    def __init__(self, artifacts: Path, onnx_file: Path, threads: int, limits: Limits | None = None) -> None:
+        self.pre = Preprocessor(artifacts / MODEL_DIR, limits or Limits())
+        self.session = onnx_session(onnx_file, threads)
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def batches(self, texts: Sequence[str], batch_size: int) -> list[dict[str, np.ndarray]]:
+        """Every window of ``texts``, sorted by sub-tokens, in batches of ``batch_size`` padded to their longest."""
+        # one text at a time: the request budgets (Limits) hold per request, not for the whole sample
+        windows = [w.encoding for t in texts for w in self.pre.windows([t])[0]]
+        windows.sort(key=len)
+        out = []
+        for a in range(0, len(windows), batch_size):
+            part = windows[a : a + batch_size]
+            out.append({n: v for n, v in pad_batch(part).items() if n in self.inputs})
+        return out
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, batch)[0]  # type: ignore[no-any-return]
+
+
+def run_engine(engine: OrtEngine, texts: Sequence[str], batch_size: int, warmup: int = 2) -> Run:
+    """:class:`OrtEngine` on the windows of ``texts`` in batches of ``batch_size``; only the runs are timed (a
+    request = one batch of windows; throughput counts texts, a text of several windows counts once)."""
+    batches = engine.batches(texts, batch_size)
+    for batch in batches[:warmup]:
+        engine(batch)
+    latencies = []
+    host0, cpu0, t0 = host_cpu_times(), _cpu_seconds(), time.perf_counter()
+    for batch in batches:
+        t = time.perf_counter()
+        engine(batch)
+        latencies.append(time.perf_counter() - t)
+    seconds = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
+    return Run(batch_size, 1, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
+               *_percentiles(latencies), round(100 * cpu / seconds, 1),
+               steal_pct=steal_pct(host0, host_cpu_times()))  # fmt: skip
 
 
 class HfPipeline:
@@ -224,10 +300,11 @@ def run_grpc(
         list(pool.map(one, requests[: 2 * concurrency]))  # warm-up: every thread has its channel
         latencies.clear()
         before = {m: model_counts(admin, m) for m in watched}
-        cpu0, t0 = _cpu_seconds(), time.perf_counter()
+        host0, cpu0, t0 = host_cpu_times(), _cpu_seconds(), time.perf_counter()
         list(pool.map(one, requests))
         seconds = time.perf_counter() - t0
         cpu = _cpu_seconds() - cpu0
+        host1 = host_cpu_times()
         after = {m: model_counts(admin, m) for m in watched}
     phases = {m: phase_ms(before[m], after[m]) for m in watched}
     main = phases[batched]
@@ -240,4 +317,4 @@ def run_grpc(
         "models": phases,
     }
     return Run(texts_per_request, concurrency, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
-               *_percentiles(latencies), round(100 * cpu / seconds, 1), triton)  # fmt: skip
+               *_percentiles(latencies), round(100 * cpu / seconds, 1), triton, steal_pct(host0, host1))  # fmt: skip

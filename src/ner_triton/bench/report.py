@@ -18,16 +18,20 @@ LATENCY_PNG = "latency.png"
 
 def render_markdown(result: dict[str, Any]) -> str:
     peers = result["peers"]
+    machine = result["machine"]
+    engine = peers.get("ort_engine")
     lines = [
         "# Benchmark",
         "",
         f"`{result['command']}` - {result['sentences']} test sentences of {result['data']} (seed {result['seed']}), "
-        f"{result['machine']['cpus']} CPUs ({result['machine'].get('cpu_model', 'CPU model not recorded')}), "
+        f"{machine['cpus']} CPUs ({machine.get('cpu_model', 'CPU model not recorded')}), "
         f"{result['seconds']:.0f} s. Served variant: `{result.get('served_variant', '?')}`. One request = one batch "
         "(in-process) or 1 / 8 sentences (gRPC). Latency at batch/concurrency 1.",
         "",
-        "| peer | best sent/s | at | p50 ms | p95 ms | p99 ms |",
-        "|---|---|---|---|---|---|",
+        machine_line(machine),
+        "",
+        "| peer | best sent/s | at | share of the engine limit | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, p in peers.items():
         at = (
@@ -35,20 +39,23 @@ def render_markdown(result: dict[str, Any]) -> str:
             if PEERS[name].kind is PeerKind.TRITON_GRPC
             else f"batch {p['best_batch_size']}"
         )
+        share = f"{p['throughput_sps'] / engine['throughput_sps']:.2f}" if engine else "-"
         lines.append(
-            f"| {name} | {p['throughput_sps']:.1f} | {at} | {p['p50_ms']:.2f} | {p['p95_ms']:.2f} | {p['p99_ms']:.2f} |"
+            f"| {name} | {p['throughput_sps']:.1f} | {at} | {share} | {p['p50_ms']:.2f} | {p['p95_ms']:.2f} | "
+            f"{p['p99_ms']:.2f} |"
         )
     header = (
-        "| peer | batch (texts/request) | concurrency | sent/s | p50 ms | p99 ms | client CPU % "
+        "| peer | batch (texts/request) | concurrency | sent/s | p50 ms | p99 ms | client CPU % | steal % "
         "| BERT avg batch | BERT queue ms/req | BERT compute ms/batch |"
     )
-    lines += ["", "## Every run", "", header, "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Every run", "", header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, p in peers.items():
         for r in p["runs"]:
             t = r.get("triton") or {}
+            steal = "-" if r.get("steal_pct") is None else r["steal_pct"]
             lines.append(
                 f"| {name} | {r['batch_size']} | {r['concurrency']} | {r['throughput_sps']:.1f} | {r['p50_ms']:.2f} | "
-                f"{r['p99_ms']:.2f} | {r['client_cpu_pct']:.0f} | {t.get('bert_avg_batch_size', '-')} | "
+                f"{r['p99_ms']:.2f} | {r['client_cpu_pct']:.0f} | {steal} | {t.get('bert_avg_batch_size', '-')} | "
                 f"{t.get('bert_queue_ms_per_request', '-')} | {t.get('bert_compute_ms_per_batch', '-')} |"
             )
     lines += where_the_time_goes(peers)
@@ -56,15 +63,37 @@ def render_markdown(result: dict[str, Any]) -> str:
     if goals:
         reference = result["goals"].get("reference")
         lines += ["", "## Goals", "", f"Against `{reference}` (the in-process peer of the served file).", ""]
-        lines += ["| measure | value | goal |", "|---|---|---|"]
+        lines += ["| measure | value | goal | from |", "|---|---|---|---|"]
         for name, g in goals.items():
-            lines.append(f"| {name} | {g.get('ratio', g.get('value'))} | {g['goal']} |")
+            lines.append(f"| {name} | {g.get('ratio', g.get('value'))} | {g['goal']} | {g.get('detail', '')} |")
         per_peer = result["goals"].get("per_peer_vs_inprocess") or {}
         if per_peer:
             lines += ["", "Every gRPC peer's best throughput / the reference's: "
                       + ", ".join(f"{n} {r}" for n, r in per_peer.items())]  # fmt: skip
+        vs_engine = result["goals"].get("per_peer_vs_engine") or {}
+        if vs_engine:
+            limit = result["goals"]["engine_limit"]
+            lines += ["", f"Share of the engine limit (`ort_engine`, {limit['throughput_sps']} sent/s at batch "
+                      f"{limit['batch_size']}, {limit.get('threads')} threads): "
+                      + ", ".join(f"{n} {r}" for n, r in vs_engine.items())]  # fmt: skip
     lines += ["", f"![throughput]({THROUGHPUT_PNG}) ![latency]({LATENCY_PNG})", ""]
     return "\n".join(lines)
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """CPU flags, steal time and the load generator's CPU: what decides how far this run's figures travel."""
+    flags = ", ".join(machine.get("cpu_flags") or []) or "none of AVX2/AVX-512/VNNI/AMX"
+    steal = machine.get("steal_pct")
+    steal_text = "not known (no /proc/stat)" if steal is None else f"{steal}% of CPU time over the run"
+    text = f"CPU flags: {flags}. Steal: {steal_text}."
+    if machine.get("load_generator_wall_s"):
+        text += (
+            f" Load generator (this process, gRPC clients): {machine['load_generator_cpu_s']} CPU s over "
+            f"{machine['load_generator_wall_s']} s of gRPC runs, on the server's cores."
+        )
+    if machine.get("engine_threads"):
+        text += f" Engine peer threads: {machine['engine_threads']} (the served instances' threads in all)."
+    return text
 
 
 def where_the_time_goes(peers: dict[str, Any]) -> list[str]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ner_triton.cpus import instances_from_env
+from ner_triton.cpus import instances_from_env, threads_from_env
 from ner_triton.errors import ConfigError
 from ner_triton.runtime.limits import Limits
 from ner_triton.schema import (
@@ -71,10 +71,23 @@ class BatchingSettings:
     # ONNX Runtime threads busy-wait for work by default; with several instances on few cores that
     # steals CPU from the instance that has work.
     spinning: bool = True
+    # One-step ``ner``: a batch that starts while no other instance runs one gets this many ONNX Runtime threads
+    # (None: the CPUs the stub may use; 0: never more than ``threads``), so one request at a time could run on every
+    # core while under load each instance keeps its one thread (runtime.bert). Off: on the 2-core AMD EPYC it made
+    # one client slower (p50 28-39 vs 9-12 ms on busy cores, 14.7-16.8 vs 9.0-9.7 ms on calmer ones; serving.md).
+    threads_alone: int | None = 0
     # Overload policy: a request waits at most this long in the queue, and at most this many wait;
     # beyond either it is rejected at once (UNAVAILABLE) instead of piling up latency.
     queue_timeout_us: int = 10_000_000
     max_queue_size: int = 512
+    # The policy above on the one-step ``ner`` too. Off by default: any queue policy turns off Triton's payload
+    # prefetching, and then the dynamic batcher forms a batch only while an instance thread is waiting for one; an
+    # instance that becomes free does not wake it, so a request that arrives while every instance is busy (ner
+    # answers before its execute() returns) waits for the next arrival or the batcher's 500 ms idle wait (Triton
+    # core's dynamic_batch_scheduler.cc). Measured: one instance, one client, p99 507 ms with the policy, 15.6 ms
+    # without (docs/serving.md, "Batching"). Without it ``ner`` sheds load by its budgets (CapacityError) and the
+    # clients' deadlines (a cancelled request leaves Triton's queue).
+    ner_queue_policy: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,9 @@ class RepositorySettings:
     # process may use, ner_triton.cpus), else ``batching.instances``. Unset, the committed files stay
     # machine-independent; a container's entrypoint sets the count for its own CPUs (serving/entrypoint.py).
     ner_instances: int | None = field(default_factory=instances_from_env)
+    # ONNX Runtime threads of each ``ner`` instance: ``NER_ORT_THREADS`` when set (with ``NER_INSTANCES=auto``: this
+    # host's ``make sweep`` choice, ner_triton.cpus), else ``batching.threads``.
+    ner_threads: int | None = field(default_factory=threads_from_env)
 
     @property
     def served(self) -> Variant:
@@ -299,7 +315,8 @@ def fused_config(s: RepositorySettings) -> mc.ModelConfig:
     cfg.input.append(_in(TEXT, mc.TYPE_STRING, [1]))
     cfg.output.append(_out(ENTITIES, mc.TYPE_STRING, [1]))
     cfg.dynamic_batching.max_queue_delay_microseconds = b.max_queue_delay_us
-    _queue_policy(cfg, b)
+    if b.ner_queue_policy:
+        _queue_policy(cfg, b)
     # one instance per CPU for the short requests, plus one per bulk slot: a large request in the bulk lane
     # (runtime.limits) holds an instance for up to a second or two, never one of the CPUs' instances
     count = (s.ner_instances or b.instances) + s.limits.bulk_slots
@@ -308,7 +325,8 @@ def fused_config(s: RepositorySettings) -> mc.ModelConfig:
         cfg,
         {
             **s.limits.to_parameters(),
-            "threads": b.threads,
+            "threads": s.ner_threads or b.threads,
+            "threads_alone": "auto" if b.threads_alone is None else b.threads_alone,
             "max_padding": b.max_padding,
             "spinning": int(b.spinning),
         },

@@ -23,7 +23,7 @@ A version directory of this model holds ``model.onnx`` (the build's chosen CPU v
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,22 +33,16 @@ from ner_triton.labels import LabelMap
 from ner_triton.runtime.bert import BertRunner
 from ner_triton.runtime.limits import Limits
 from ner_triton.runtime.session import trim_heap
-from ner_triton.runtime.slots import LowPriority, Slot, Slots
+from ner_triton.runtime.slots import Activity, LowPriority, Slot, Slots
 from ner_triton.runtime.steps import Postprocessor, Preprocessor, check_sizes, decode_texts
 from ner_triton.schema import (
     ATTENTION_MASK,
     LABELS_FILE,
-    LOGITS,
-    OFFSETS,
     ONNX_MODEL_FILE,
-    OWNED,
-    TEXT_INDEX,
     TOKENIZER_DIR,
-    WORD_IDS,
 )
 from ner_triton.signals import Observer
 
-POST_TENSORS = (OFFSETS, WORD_IDS, OWNED)
 WARMUP_TEXT = "Warm-up sentence from Paris ."
 Result = np.ndarray | InvalidInputError | CapacityError
 Send = Callable[[int, Result], None]
@@ -64,6 +58,7 @@ class _Request:
     texts: list[dict[str, np.ndarray]]
     tokens: int = 0  # sub-tokens over all its windows (the budgets' measure), counted once
     slot: Slot | None = None  # the bulk slot it already holds (a request over bulk_bytes)
+    strings: list[str] = field(default_factory=list)  # the texts, decoded and checked once (decode_texts)
 
     def __post_init__(self) -> None:
         self.tokens = sum(int(t[ATTENTION_MASK].sum()) for t in self.texts)
@@ -80,10 +75,16 @@ class FusedNer:
         max_padding: float = 0.25,
         spinning: bool = True,
         slots: Slots | None = None,
+        threads_alone: int = 0,
     ) -> None:
         self.limits = limits
         self.pre = Preprocessor(version_dir / TOKENIZER_DIR, limits)
-        self.bert = BertRunner(version_dir / ONNX_MODEL_FILE, threads, max_padding, spinning, limits.max_run_tokens)
+        # a batch that starts while no other instance of this model runs one gets threads_alone threads
+        activity = Activity(str(version_dir.resolve())) if threads_alone > threads else None
+        self.bert = BertRunner(
+            version_dir / ONNX_MODEL_FILE, threads, max_padding, spinning, limits.max_run_tokens,
+            threads_alone=threads_alone, activity=activity,
+        )  # fmt: skip
         self.post = Postprocessor(LabelMap.load(version_dir / LABELS_FILE))
         self.slots = slots or Slots(str(version_dir.resolve()), limits.bulk_slots)
         self.low = LowPriority(limits.bulk_nice)
@@ -129,7 +130,7 @@ class FusedNer:
                         continue
                     held.append(slot)
                 with slot:
-                    for index, result in self.low(self._run, [req]):
+                    for index, result in self.low(self._run, [req], False):
                         done(index, result)
         finally:  # a fault on the way must not keep a slot from the other instances
             for slot in held:
@@ -177,7 +178,8 @@ class FusedNer:
 
     def _prepare(self, index: int, shape: tuple[int, ...], flat: np.ndarray) -> _Request:
         """A request's checks (count, bytes, UTF-8, controls), windows and sub-token budget."""
-        return _Request(index, shape, flat, self.pre.encode_each(decode_texts(flat, self.limits)))
+        strings = decode_texts(flat, self.limits)
+        return _Request(index, shape, flat, self.pre.encode_each(strings), strings=strings)
 
     def _prepare_large(self, index: int, shape: tuple[int, ...], flat: np.ndarray, held: list[Slot]) -> _Request:
         """:meth:`_prepare` for a request of more than ``bulk_bytes``: it takes a bulk slot first (none free: refused
@@ -201,16 +203,17 @@ class FusedNer:
             f"sub-tokens and {self.limits.bulk_bytes} bytes stay out of the bulk lane)."
         )
 
-    def _run(self, reqs: list[_Request]) -> list[tuple[int, Result]]:
-        """Run the texts of ``reqs`` together: each request's index and entities."""
+    def _run(self, reqs: list[_Request], widen: bool = True) -> list[tuple[int, Result]]:
+        """Run the texts of ``reqs`` together: each request's index and entities (``widen=False``: the bulk lane,
+        never on more threads than configured)."""
         texts = [(req, i, t) for req in reqs for i, t in enumerate(req.texts)]
         if not texts:
             return []
         feeds = [{n: t[n] for n in self.bert.input_names} for _, _, t in texts]
         entities: dict[int, list[bytes]] = {req.index: [] for req in reqs}
-        for (req, i, t), logits in zip(texts, self.bert.run(feeds), strict=True):
-            tensors = {LOGITS: logits, TEXT_INDEX: t[TEXT_INDEX], **{n: t[n] for n in POST_TENSORS}}
-            entities[req.index].append(self.post(req.raw[i : i + 1], tensors)[0])
+        # label ids and probabilities once per ONNX Runtime run; each text decoded from its own windows' rows
+        for (req, i, t), (best, scores) in zip(texts, self.bert.predict(feeds, widen), strict=True):
+            entities[req.index].append(self.post.text_json(req.strings[i], best, scores, t))
         answers = [np.array(entities[req.index], dtype=np.object_).reshape(req.shape) for req in reqs]
         if self.observer is not None:
             self.observer.observe([(req.texts, answer) for req, answer in zip(reqs, answers, strict=True)])

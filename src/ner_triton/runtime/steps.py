@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ner_triton.alignment import Window, encode_windows, window_starts
-from ner_triton.decoding import decode_entities
+from ner_triton.decoding import best_labels, entities_from_labels
 from ner_triton.errors import BudgetExceededError, InvalidInputError
 from ner_triton.labels import LabelMap
 from ner_triton.runtime.limits import Limits
@@ -154,18 +154,25 @@ class Postprocessor:
 
     def __call__(self, raw: np.ndarray, tensors: dict[str, np.ndarray]) -> np.ndarray:
         texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in raw.reshape(-1)]
-        logits, offsets, word_ids = tensors[LOGITS], tensors[OFFSETS], tensors[WORD_IDS]
-        owned, index = tensors[OWNED].astype(bool), tensors[TEXT_INDEX]
+        best, scores = best_labels(tensors[LOGITS])  # once for every window of the request
+        index = tensors[TEXT_INDEX]
         out = np.empty(len(texts), dtype=np.object_)
         for i, text in enumerate(texts):
             rows = np.flatnonzero(index == i)
-            mask = owned[rows]
-            ents = decode_entities(
-                text,
-                logits[rows][mask],
-                [tuple(o) for o in offsets[rows][mask].tolist()],
-                [None if w < 0 else int(w) for w in word_ids[rows][mask].tolist()],
-                self.labels,
-            )
-            out[i] = json.dumps([e.as_dict() for e in ents]).encode("utf-8")
+            window = {n: tensors[n][rows] for n in (OFFSETS, WORD_IDS, OWNED)}
+            out[i] = self.text_json(text, best[rows], scores[rows], window)
         return out
+
+    def text_json(self, text: str, best: np.ndarray, scores: np.ndarray, tensors: dict[str, np.ndarray]) -> bytes:
+        """One text's entities as a JSON array, from its windows' label ids and probabilities
+        (:func:`~ner_triton.decoding.best_labels`) and their ``OFFSETS`` / ``WORD_IDS`` / ``OWNED`` rows."""
+        mask = tensors[OWNED].astype(bool)
+        ents = entities_from_labels(
+            text,
+            best[mask],
+            scores[mask],
+            tensors[OFFSETS][mask].tolist(),
+            [None if w < 0 else w for w in tensors[WORD_IDS][mask].tolist()],
+            self.labels,
+        )
+        return json.dumps([e.as_dict() for e in ents]).encode("utf-8")

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ner_triton.cpus import INSTANCES_ENV, instance_count
+from ner_triton.cpus import AUTO, INSTANCES_ENV, THREADS_ENV, instance_count, sweep_choice
 from ner_triton.errors import ConfigError
 from ner_triton.logs import setup_logging
 from ner_triton.repository.model_configs import bulk_lane_instances, parse_pbtxt, to_pbtxt, with_instances
@@ -129,12 +129,27 @@ def rewrite_command(command: Sequence[str], env: Mapping[str, str] | None = None
     return out
 
 
+def server_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: where the instance count is detected (no ``NER_INSTANCES``, or ``auto``) and this
+    host's ``make sweep`` report chose threads per instance, ``NER_ORT_THREADS`` is set to them for the stubs (an
+    explicit ``NER_ORT_THREADS`` is kept)."""
+    out = dict(os.environ if env is None else env)
+    detected = (out.get(INSTANCES_ENV) or "").strip().lower() in ("", AUTO)
+    if detected and not (out.get(THREADS_ENV) or "").strip():
+        choice = sweep_choice(out)
+        if choice is not None:
+            out[THREADS_ENV] = str(choice[1])
+            log.info("ner: %d ONNX Runtime threads per instance (this host's sweep)", choice[1])
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     command = rewrite_command(list(sys.argv[1:] if argv is None else argv))
+    env = server_environment()
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execvp(command[0], command)
+    os.execvpe(command[0], command, env)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
+from ner_triton.cpus import available_cpus
 from ner_triton.runtime.adapters.responses import error_response
 from ner_triton.runtime.fused import FusedNer
 from ner_triton.runtime.limits import Limits
@@ -23,6 +24,11 @@ from ner_triton.runtime.quality_metrics import quality_metrics
 from ner_triton.schema import ENTITIES, TEXT
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+def threads_alone(raw):
+    """The ``threads_alone`` parameter: ``auto`` = the CPUs this stub may use, a count, or 0 (off)."""
+    return available_cpus() if raw.strip().lower() == "auto" else int(raw)
 
 
 class TritonPythonModel:
@@ -36,6 +42,7 @@ class TritonPythonModel:
             threads=int(os.environ.get("NER_ORT_THREADS", params.get("threads", "1"))),
             max_padding=float(params.get("max_padding", "0.25")),
             spinning=params.get("spinning", "1") != "0",
+            threads_alone=threads_alone(params.get("threads_alone", "0")),
         )
         self.quality = quality_metrics(
             args, params, self.ner.post.labels.entity_types, self.ner.pre.tokenizer.unk_token_id
