@@ -48,4 +48,6 @@ ENSEMBLE: Final = "ner"
 PREPROCESS: Final = "ner_preprocess"
 POSTPROCESS: Final = "ner_postprocess"
 BERT_PREFIX: Final = "ner_bert_"
+# Equal-shape layouts: the router in front of each BERT step, one queue per length bucket (runtime.router).
+ROUTE_PREFIX: Final = "ner_route_"
 TOKENIZER_DIR: Final = "tokenizer"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ner_triton.errors import ConfigError
-from ner_triton.schema import BERT_PREFIX, ENSEMBLE, ONNX_MODEL_FILE, PLAN_MODEL_FILE
+from ner_triton.schema import BERT_PREFIX, ENSEMBLE, ONNX_MODEL_FILE, PLAN_MODEL_FILE, ROUTE_PREFIX
 
 SERVED_FILES = (ONNX_MODEL_FILE, PLAN_MODEL_FILE)
 
@@ -68,6 +68,11 @@ class Variant:
     @property
     def triton_name(self) -> str:
         return BERT_PREFIX + self.key
+
+    @property
+    def router_name(self) -> str:
+        """The bucket router in front of this variant's BERT step in the equal-shape layouts."""
+        return ROUTE_PREFIX + self.key
 
     @property
     def from_engine(self) -> bool:

@@ -35,9 +35,12 @@ def gpu_models() -> dict[str, model_config.ModelConfig]:
 
 def test_gpu_layout_serves_the_engine_under_the_default_ensemble_name() -> None:
     models = gpu_models()
-    assert set(models) == {PREPROCESS, "ner_postprocess", "ner_bert_trt", ENSEMBLE}
+    assert set(models) == {PREPROCESS, "ner_postprocess", "ner_bert_trt", "ner_route_trt", ENSEMBLE}
     steps = [s.model_name for s in models[ENSEMBLE].ensemble_scheduling.step]
-    assert steps == [PREPROCESS, "ner_bert_trt", "ner_postprocess"]
+    assert steps == [PREPROCESS, "ner_route_trt", "ner_postprocess"], "the bucket router calls the engine"
+    router = models["ner_route_trt"]
+    assert router.parameters["target"].string_value == "ner_bert_trt"
+    assert router.max_batch_size == int(router.parameters["max_rows"].string_value) == EngineSettings().max_batch_size
 
 
 def test_trt_step_is_a_batched_gpu_plan_with_one_profile_per_bucket() -> None:

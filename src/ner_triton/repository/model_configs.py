@@ -12,6 +12,10 @@ Three layouts come from these definitions (:class:`~ner_triton.variants.Layout`)
 * ``tensorrt`` (NGC container, GPU): the ``ner`` ensemble over ``ner_bert_trt``, a TensorRT INT8 engine
   with one optimization profile per sequence bucket, with the same bucket padding.
 
+In the two equal-shape layouts the ensembles reach the BERT step through a bucket router
+(``ner_route_<key>``, :mod:`ner_triton.runtime.router`) that stacks same-length requests into one call, so
+each bucket batches on its own instead of Triton closing a batch at the first request of another shape.
+
 Pre- and postprocess take whole requests (``max_batch_size: 0``: a request holds any number of
 texts, and a long text becomes several windows); the BERT step batches windows from many requests
 with the dynamic batcher.
@@ -112,6 +116,10 @@ class RepositorySettings:
     # Python layout only: run the BERT steps like Triton's C++ backends (no ragged batches; the tokenizer pads
     # to ``buckets``), to measure the equal-shape path on this server (tests/integration/test_equal_shapes.py).
     equal_shapes: bool = False
+    # Equal-shape layouts (onnxruntime, tensorrt, python in equal-shape mode): a bucket router in front of each
+    # BERT step stacks the requests of one length into one call, so every bucket batches whatever the arrival
+    # order (runtime.router). Off, the ensemble calls the BERT step directly (one batch per run of one bucket).
+    bucket_router: bool = True
     # Instances of the one-step ``ner`` (python layout): ``NER_INSTANCES`` when set (``auto``: one per CPU this
     # process may use, ner_triton.cpus), else ``batching.instances``. Unset, the committed files stay
     # machine-independent; a container's entrypoint sets the count for its own CPUs (serving/entrypoint.py).
@@ -141,6 +149,13 @@ def layout_settings(s: RepositorySettings, layout: Layout) -> RepositorySettings
             "Limits.max_windows."
         )
     return replace(s, variants=(TRT,), limits=replace(s.limits, buckets=s.engine.buckets))
+
+
+def routed(s: RepositorySettings, layout: Layout) -> bool:
+    """True where the ensembles reach their BERT step through a bucket router (:func:`router_config`): the
+    layouts whose BERT step takes only equal shapes."""
+    equal = layout in (Layout.ONNXRUNTIME, Layout.TENSORRT) or (layout is Layout.PYTHON and s.equal_shapes)
+    return equal and s.bucket_router
 
 
 def _tensor(cls: type, name: str, dtype: int, dims: Sequence[int], **kw: object) -> object:
@@ -262,6 +277,22 @@ def trt_config(s: RepositorySettings) -> mc.ModelConfig:
     return cfg
 
 
+def router_config(s: RepositorySettings, variant: Variant, layout: Layout = Layout.ONNXRUNTIME) -> mc.ModelConfig:
+    """``ner_route_<key>``: ragged batches of BERT inputs in, one BERT call per length out (BLS), logits back
+    per request (:mod:`ner_triton.runtime.router`). It needs only numpy, like the other python steps."""
+    max_rows = s.engine.max_batch_size if layout is Layout.TENSORRT else s.batching.max_batch_size
+    cfg = mc.ModelConfig(name=variant.router_name, backend="python", max_batch_size=max_rows)
+    for name in bert_inputs(s.use_casing):
+        cfg.input.append(_in(name, mc.TYPE_INT64, [-1], allow_ragged_batch=True))
+    cfg.output.append(_out(LOGITS, mc.TYPE_FP32, [-1, -1]))
+    # no delay: requests that arrive while the router's instances wait for the BERT step batch anyway
+    cfg.dynamic_batching.max_queue_delay_microseconds = 0
+    _queue_policy(cfg, s.batching)
+    cfg.instance_group.append(mc.ModelInstanceGroup(count=s.step_instances, kind=mc.ModelInstanceGroup.KIND_CPU))
+    _params(cfg, {"target": variant.triton_name, "max_rows": max_rows})
+    return cfg
+
+
 def postprocess_config(s: RepositorySettings) -> mc.ModelConfig:
     cfg = mc.ModelConfig(name=POSTPROCESS, backend="python", max_batch_size=0)
     cfg.input.append(_in(TEXT, mc.TYPE_STRING, [-1]))
@@ -344,7 +375,7 @@ def ensemble_config(s: RepositorySettings, variant: Variant, layout: Layout = La
     pre.input_map[TEXT] = TEXT
     for name in (*bert_inputs(s.use_casing), OFFSETS, WORD_IDS, OWNED, TEXT_INDEX):
         pre.output_map[name] = f"_{name}"
-    bert = steps.add(model_name=variant.triton_name, model_version=-1)
+    bert = steps.add(model_name=variant.router_name if routed(s, layout) else variant.triton_name, model_version=-1)
     for name in bert_inputs(s.use_casing):
         bert.input_map[name] = f"_{name}"
     bert.output_map[LOGITS] = f"_{LOGITS}"
@@ -363,7 +394,10 @@ def all_configs(s: RepositorySettings, layout: Layout = Layout.PYTHON) -> list[m
     if fused_front(layout):
         configs.append(fused_config(s))
     for variant in s.variants:
-        configs += [bert_config(s, variant, layout), ensemble_config(s, variant, layout)]
+        configs.append(bert_config(s, variant, layout))
+        if routed(s, layout):
+            configs.append(router_config(s, variant, layout))
+        configs.append(ensemble_config(s, variant, layout))
     return configs
 
 

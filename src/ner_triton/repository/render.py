@@ -22,6 +22,7 @@ ADAPTER_OF: dict[str, str] = {
     POSTPROCESS: "postprocess",
     ENSEMBLE: "fused",  # the python layout's ``ner`` (elsewhere ``ner`` is an ensemble and has no model.py)
     **{v.triton_name: "bert" for v in VARIANTS.values()},
+    **{v.router_name: "router" for v in VARIANTS.values()},  # the equal-shape layouts' bucket routers
 }
 
 
