@@ -122,6 +122,7 @@ def test_the_router_batches_mixed_lengths(equal_shape_server) -> None:  # type: 
     print(f"equal shapes with the bucket router, 64 clients, CoNLL-like mix: avg BERT batch {routed['avg_batch_size']}")
     assert routed["inferences"] == len(texts), "every sentence ran once"
     assert routed["avg_batch_size"] >= 3, routed
+
     def spans(results):  # type: ignore[no-untyped-def]  # scores move a little with the batch under dynamic INT8
         return [[(e.entity, e.start, e.end, e.word) for e in ents] for ents in results]
 

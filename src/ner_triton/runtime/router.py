@@ -75,9 +75,7 @@ def plan(shapes: Mapping[int, tuple[int, int]], max_rows: int) -> list[list[int]
 
 def stack(feeds: Sequence[Feed], names: Sequence[str]) -> dict[str, np.ndarray]:
     """One tensor per input name: the requests' rows one after another (all have one length)."""
-    return {
-        name: feeds[0][name] if len(feeds) == 1 else np.concatenate([f[name] for f in feeds]) for name in names
-    }
+    return {name: feeds[0][name] if len(feeds) == 1 else np.concatenate([f[name] for f in feeds]) for name in names}
 
 
 def split(logits: np.ndarray, rows: Sequence[int]) -> list[np.ndarray]:
