@@ -14,7 +14,8 @@ import pytest
 from ner_triton.errors import ConfigError, EngineError
 from ner_triton.gpu.engine import check_writable, export_gpu_repository
 from ner_triton.gpu.manifest import MANIFEST_FILE, EngineManifest, check_compatible
-from ner_triton.record import BuildReport
+from ner_triton.pipeline.gate import check_report
+from ner_triton.record import BuildReport, Interval
 from ner_triton.repository.model_configs import (
     RepositorySettings,
     all_configs,
@@ -250,14 +251,26 @@ def test_gpu_export_is_refused_when_the_tensorrt_form_failed_the_gate(tiny_build
     shutil.copytree(tiny_build.artifacts, artifacts)
     report = BuildReport.load(artifacts / "report.json")
     trt = replace(report.variants["onnx_int8_trt"], delta_f1_points=-1.5, f1=report.f1("onnx_fp32") - 0.015)
-    replace(
-        report, gate=replace(report.gate, max_f1_drop_points=1.0), variants={**report.variants, "onnx_int8_trt": trt}
-    ).write(artifacts / "report.json")
+    assert report.uncertainty is not None, "the build records the intervals the gate decides on"
+    ref = report.f1("onnx_fp32")
+
+    def with_interval(low: float, high: float) -> BuildReport:
+        """The report as if the TensorRT form lost 1.5 points on the held-out data, interval ``low``..``high``."""
+        row = Interval(ref - 0.015, ref - 0.02, ref - 0.01, -1.5, low, high)
+        u = replace(report.uncertainty, heldout={**report.uncertainty.heldout, "onnx_int8_trt": row})
+        return replace(report, gate=replace(report.gate, max_f1_drop_points=1.0),
+                       variants={**report.variants, "onnx_int8_trt": trt}, uncertainty=u)  # fmt: skip
+
+    # a loss whose interval reaches inside the tolerance is noise on this many sentences: not refused
+    with_interval(-2.4, -0.6).write(artifacts / "report.json")
+    check_report(artifacts / "report.json", TRT)
+    # a loss credibly beyond the tolerance (even the upper end of its interval): refused, nothing built
+    with_interval(-2.0, -1.1).write(artifacts / "report.json")
 
     def never(*_: object) -> None:
         raise AssertionError("no engine is built for a model that failed its gate")
 
-    with pytest.raises(QualityGateError, match=r"onnx_int8_trt lost 1\.50 F1 points \(gate 1\.0\)"):
+    with pytest.raises(QualityGateError, match=r"onnx_int8_trt lost 1\.50 F1 points \(gate 1\.0, 95% interval -2\.00"):
         export_gpu_repository(artifacts, tmp_path / "gpu", EngineSettings(), never)
     assert not (tmp_path / "gpu").exists()
 

@@ -246,7 +246,7 @@ def bench(settings: BenchSettings, command: str = "make bench") -> Path:
             "platform": platform.platform(),
             "steal_pct": steal_pct(host0, host_cpu_times()),
             # the gRPC clients run in this process: what the load generator took from the shared cores
-            "load_generator_cpu_s": round(sum(r.client_cpu_s for r in grpc_runs), 1),
+            "load_generator_cpu_s": round(sum(r.client_cpu_s for r in grpc_runs), 3),
             "load_generator_wall_s": round(sum(r.seconds for r in grpc_runs), 1),
         },
         "versions": _versions(),
