@@ -90,6 +90,60 @@ def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[
     return out
 
 
+def encode_in_context(
+    tokenizer: Any, texts: Sequence[str], lefts: Sequence[str], rights: Sequence[str], max_length: int, context: int
+) -> list[Encoding]:
+    """Like :func:`encode_texts`, each text between up to ``context`` sub-tokens of its ``lefts`` / ``rights``
+    text (document context, FLERT): ``[CLS] left[-l:] text right[:r] [SEP]`` within ``max_length``.
+
+    The text itself is truncated first (as :func:`encode_texts` does); the room left is shared between the two
+    sides (each gets what the other does not need). Context sub-tokens carry their casing but no word id and a
+    ``(0, 0)`` offset, so they are never labelled, predicted or scored: offsets stay those of ``texts``.
+    ``context=0`` or empty neighbours give exactly :func:`encode_texts`."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError("a fast (Rust) tokenizer is needed for offsets and word ids")
+    own = tokenizer(list(texts), return_offsets_mapping=True, truncation=True, max_length=max_length - 2,
+                    add_special_tokens=False)  # fmt: skip
+    sides = [
+        tokenizer(list(side), return_offsets_mapping=True, add_special_tokens=False, truncation=False)
+        if context and any(side) else None
+        for side in (lefts, rights)
+    ]  # fmt: skip
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    out = []
+    for i, text in enumerate(texts):
+        ids, offsets, word_ids = own["input_ids"][i], [tuple(o) for o in own["offset_mapping"][i]], own.word_ids(i)
+        room = max(0, max_length - 2 - len(ids))
+        want = [0 if side is None else min(context, len(side["input_ids"][i])) for side in sides]
+        left = min(want[0], max(room - want[1], room // 2))
+        right = min(want[1], room - left)
+        pieces: list[tuple[list[int], list[int]]] = []  # (ids, casing) of the left and the right context
+        for side, source, k, first in ((sides[0], lefts[i], left, False), (sides[1], rights[i], right, True)):
+            if side is None or k == 0:
+                pieces.append(([], []))
+                continue
+            cut = slice(0, k) if first else slice(len(side["input_ids"][i]) - k, None)
+            pieces.append((list(side["input_ids"][i][cut]),
+                           [casing_id(source[a:b]) for a, b in side["offset_mapping"][i][cut]]))  # fmt: skip
+        (lids, lcase), (rids, rcase) = pieces
+        casing = [casing_id(text[a:b]) for a, b in offsets]
+        out.append(
+            Encoding(
+                [cls, *lids, *ids, *rids, sep],
+                [0, *lcase, *casing, *rcase, 0],
+                [(0, 0)] * (1 + len(lids)) + offsets + [(0, 0)] * (len(rids) + 1),
+                [None] * (1 + len(lids)) + list(word_ids) + [None] * (len(rids) + 1),
+            )
+        )
+    return out
+
+
+def covered_chars(encoding: Encoding) -> int:
+    """How many characters of its text ``encoding`` holds (the end of its last word's sub-token): less than the
+    text's length when it was truncated."""
+    return max((b for (_, b), w in zip(encoding.offsets, encoding.word_ids, strict=True) if w is not None), default=0)
+
+
 def subtoken_labels(
     encoding: Encoding, token_starts: Sequence[int], tags: Sequence[str], labels: LabelMap
 ) -> list[int]:

@@ -2,7 +2,9 @@
 
 Files: one token per line, the token in the first column and its tag in the last (CoNLL-2003's
 ``WORD POS CHUNK NER``, two-column ``token<TAB>tag`` or ``token tag``, any number of columns in between),
-sentences separated by blank or whitespace-only lines, ``-DOCSTART-`` lines optional. Tags are ``O`` or
+sentences separated by blank or whitespace-only lines, ``-DOCSTART-`` lines optional: where present they
+start documents, and each sentence carries its neighbours in its document as context (``Sentence.left`` /
+``right``; no markers, no context). Tags are ``O`` or
 ``<prefix>-<type>`` where the type is any run of non-space characters (``B-geo-loc``, ``I-DATE-TIME``).
 
 Tagging schemes - IOB1, IOB2 (BIO), BIOES, BILOU and IO - are detected per file from the tags (or set with
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ner_triton.errors import DataError
@@ -37,6 +39,8 @@ SPLIT_FILES: dict[str, tuple[str, ...]] = {
 HUB = "hub"  # DATA=hub: CoNLL-2003 from the hub; DATA=hub:<name or local dataset directory>: another dataset
 HUB_DATASET = "eriktks/conll2003"
 HUB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
+DOCSTART = "-DOCSTART-"  # CoNLL's document marker: a line (or a hub row) that starts a new document
+CONTEXT_WORDS = 128  # document context kept per side of a sentence (more than any sub-token budget needs)
 
 SCHEMES = ("auto", "iob1", "iob2", "bioes", "bilou", "io")
 _TAG = re.compile(r"^(?:O|([BIESLU])-(\S+))$")
@@ -45,10 +49,17 @@ _SCHEME_PREFIXES = {"iob1": "BI", "iob2": "BI", "io": "I", "bioes": "BIES", "bil
 
 @dataclass(frozen=True)
 class Sentence:
-    """One sentence: its tokens and their IOB2 tags."""
+    """One sentence: its tokens and their IOB2 tags.
+
+    ``left`` / ``right``: tokens of the sentences before and after it in its document (at most
+    :data:`CONTEXT_WORDS` each side, nearest kept), empty when the data marks no documents. They are context
+    only (document context, FLERT): never labelled, never scored.
+    """
 
     tokens: tuple[str, ...]
     tags: tuple[str, ...]
+    left: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    right: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def text(self) -> str:
@@ -62,6 +73,27 @@ class Sentence:
             starts.append(pos)
             pos += len(token) + 1
         return starts
+
+
+def with_document_context(documents: Sequence[Sequence[Sentence]], words: int | None = None) -> list[Sentence]:
+    """The sentences of ``documents`` in order, each with up to ``words`` (default :data:`CONTEXT_WORDS`) tokens
+    of its neighbouring sentences in the same document as ``left`` / ``right`` context."""
+    words = CONTEXT_WORDS if words is None else words
+    out: list[Sentence] = []
+    for doc in documents:
+        for i, sentence in enumerate(doc):
+            left: list[str] = []
+            for before in reversed(doc[:i]):
+                if len(left) >= words:
+                    break
+                left[:0] = before.tokens
+            right: list[str] = []
+            for after in doc[i + 1 :]:
+                if len(right) >= words:
+                    break
+                right.extend(after.tokens)
+            out.append(replace(sentence, left=tuple(left[-words:]) if words else (), right=tuple(right[:words])))
+    return out
 
 
 def _split_tag(tag: str) -> tuple[str, str]:
@@ -166,12 +198,15 @@ def parse_conll(lines: Iterable[str], source: str = "<lines>", scheme: str = "au
     if scheme not in SCHEMES:
         raise DataError(f"SCHEME={scheme!r} is not one of {', '.join(SCHEMES)}.")
     raw: list[tuple[list[str], list[str]]] = []
+    doc_of: list[int] = []  # the document of each sentence (count of -DOCSTART- lines before it)
+    docs = 0
     tokens: list[str] = []
     tags: list[str] = []
 
     def flush() -> None:
         if tokens:
             raw.append((list(tokens), list(tags)))
+            doc_of.append(docs)
             tokens.clear()
             tags.clear()
 
@@ -181,8 +216,9 @@ def parse_conll(lines: Iterable[str], source: str = "<lines>", scheme: str = "au
             flush()
             continue
         cols = _columns(line)
-        if cols[0] == "-DOCSTART-":
+        if cols[0] == DOCSTART:
             flush()
+            docs += 1
             continue
         if len(cols) < 2:
             raise DataError(
@@ -212,8 +248,21 @@ def parse_conll(lines: Iterable[str], source: str = "<lines>", scheme: str = "au
         )
         if odd_b:  # IOB1 uses B-X only right after an X token; such a B-X still starts an entity
             log.info("%s: %d B- tags did not follow an entity of their type (kept as starts)", source, odd_b)
-    log.debug("%s: %d sentences, scheme %s", source, len(raw), used)
-    return [Sentence(tuple(tok), tuple(tg)) for (tok, _), tg in zip(raw, converted, strict=True)]
+    log.debug("%s: %d sentences, scheme %s, %d documents", source, len(raw), used, docs)
+    sentences = [Sentence(tuple(tok), tuple(tg)) for (tok, _), tg in zip(raw, converted, strict=True)]
+    return _in_documents(sentences, doc_of) if docs else sentences
+
+
+def _in_documents(sentences: Sequence[Sentence], doc_of: Sequence[int]) -> list[Sentence]:
+    """``sentences`` with document context, grouped by ``doc_of`` (consecutive equal ids: one document)."""
+    documents: list[list[Sentence]] = []
+    last = None
+    for sentence, doc in zip(sentences, doc_of, strict=True):
+        if doc != last:
+            documents.append([])
+            last = doc
+        documents[-1].append(sentence)
+    return with_document_context(documents)
 
 
 def read_conll(path: Path, scheme: str = "auto") -> list[Sentence]:
@@ -324,18 +373,24 @@ def load_hub_split(source: DataSource, split: str) -> list[Sentence]:
         return str(names[tag])
 
     rows = []
+    doc_of: list[int] = []
+    docs = 0
     for k, row in enumerate(ds):
         tokens, tags = list(row[source.hub_tokens]), list(row[source.hub_tags])
         if len(tokens) != len(tags):
             raise DataError(f"{where}: row {k} has {len(tokens)} tokens but {len(tags)} tags; fix the dataset.")
-        if tokens and tokens[0] != "-DOCSTART-":
+        if tokens and tokens[0] == DOCSTART:
+            docs += 1
+        elif tokens:
             rows.append((tokens, [tag_name(k, t) for t in tags]))
+            doc_of.append(docs)
     for k, (_, tags) in enumerate(rows):
         bad = next((t for t in tags if not _TAG.match(t)), None)
         if bad is not None:
             raise DataError(f"{where}: row {k}: unknown NER tag {bad!r}; expected O or PREFIX-TYPE.")
     converted = to_iob2([t for _, t in rows], source.scheme, where)
-    return [Sentence(tuple(tok), tuple(tg)) for (tok, _), tg in zip(rows, converted, strict=True)]
+    sentences = [Sentence(tuple(tok), tuple(tg)) for (tok, _), tg in zip(rows, converted, strict=True)]
+    return _in_documents(sentences, doc_of) if docs else sentences
 
 
 def load_split(data: str | Path | DataSource, split: str) -> list[Sentence]:

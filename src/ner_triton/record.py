@@ -313,6 +313,33 @@ class Uncertainty:
 
 
 @dataclass(frozen=True)
+class DocumentMode:
+    """The test split scored both ways when the model was trained with document context (``CONTEXT``): each
+    variant's F1 with every sentence alone (``sentence``, as ``variants``) and read between its neighbours in its
+    document (``document``), with per-type F1; the document mode's cost per sentence (in-process, batch 32)."""
+
+    context_tokens: int
+    sentences_in_documents: int  # test sentences that have at least one neighbour
+    sentence: Mapping[str, float]  # report key -> F1, sentence mode
+    document: Mapping[str, float]  # report key -> F1, document mode
+    document_per_type: Mapping[str, Mapping[str, float]]  # report key -> entity type -> F1, document mode
+    ms_per_sentence: Mapping[str, float]  # "sentence" / "document" -> ms per sentence of the FP32 ONNX form
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DocumentMode:
+        return cls(
+            context_tokens=int(d["context_tokens"]),
+            sentences_in_documents=int(d["sentences_in_documents"]),
+            sentence={str(k): float(v) for k, v in d["sentence"].items()},
+            document={str(k): float(v) for k, v in d["document"].items()},
+            document_per_type={
+                str(k): {str(t): float(f) for t, f in v.items()} for k, v in d["document_per_type"].items()
+            },
+            ms_per_sentence={str(k): float(v) for k, v in d["ms_per_sentence"].items()},
+        )
+
+
+@dataclass(frozen=True)
 class BuildReport:
     """Everything one build measured and decided (``artifacts/report.json``)."""
 
@@ -333,6 +360,7 @@ class BuildReport:
     build_seconds: float
     schema: int = SCHEMA
     uncertainty: Uncertainty | None = None  # None: a build before the intervals (the gate used point estimates)
+    document_mode: DocumentMode | None = None  # None: trained without document context (CONTEXT=0)
 
     def f1(self, report_key: str) -> float:
         """The test F1 of one variant; names the variants this build has when it lacks ``report_key``."""
@@ -382,6 +410,7 @@ class BuildReport:
                 platform=str(machine.get("platform", "")),
                 build_seconds=float(d["build_seconds"]),
                 uncertainty=None if d.get("uncertainty") is None else Uncertainty.from_dict(d["uncertainty"]),
+                document_mode=None if d.get("document_mode") is None else DocumentMode.from_dict(d["document_mode"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelLoadError(f"{source} is not a complete build report ({exc!r}): run `make build`.") from exc

@@ -37,6 +37,10 @@ class TrainSettings:
     seed: int = 13
     max_train_sentences: int | None = None
     use_casing: bool = True
+    # Document context (FLERT): sub-tokens of the neighbouring sentences read on each side of a training
+    # sentence (0: off; only where the data marks documents), and the share of sentences read alone anyway.
+    context_tokens: int = 0
+    alone_share: float = 0.25
     # The fields the user set (from_env: EPOCHS -> "epochs", MIN_STEPS -> "min_steps"): an explicit EPOCHS
     # without an explicit MIN_STEPS is the plan itself (pipeline.finetune.plan_epochs).
     explicit: tuple[str, ...] = ()
@@ -49,6 +53,13 @@ class TrainSettings:
             raise ConfigError(f"learning_rate={self.learning_rate} must be in (0, 1); try 1e-4.")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1).")
+        if not 0 <= self.context_tokens <= self.max_length:
+            raise ConfigError(
+                f"CONTEXT={self.context_tokens} must be in [0, max_length={self.max_length}] (sub-tokens of document "
+                "context per side; 0 turns it off, 64 is FLERT's choice)."
+            )
+        if not 0 <= self.alone_share <= 1:
+            raise ConfigError(f"alone_share={self.alone_share} must be in [0, 1] (share of sentences read alone).")
         if self.max_train_sentences is not None and self.max_train_sentences <= 0:
             raise ConfigError(
                 f"MAX_TRAIN_SENTENCES={self.max_train_sentences} must be a positive integer (or empty for all)."
@@ -238,7 +249,8 @@ class BuildSettings:
         """Settings from ``MODEL``, ``DATA``, ``ARTIFACTS``, ``EPOCHS``, ``MAX_TRAIN_SENTENCES``,
         ``MAX_EVAL_SENTENCES``, ``MODEL_REPOSITORY``, ``REUSE_MODEL``, ``CASING``, ``SEED``, ``LR``, ``BATCH_SIZE``,
         ``CALIB_SENTENCES``, ``SMOOTHQUANT``, ``MAX_F1_DROP``, ``SERVE``, ``PRUNE``, ``MIN_STEPS``, ``MAX_EPOCHS``,
-        ``SCHEME``, ``HUB_TOKENS``, ``HUB_TAGS``, ``HUB_SPLITS``, ``MIN_F1``, ``BASELINE_MARGIN``, ``REQUIRE_INT8``."""
+        ``SCHEME``, ``HUB_TOKENS``, ``HUB_TAGS``, ``HUB_SPLITS``, ``MIN_F1``, ``BASELINE_MARGIN``, ``REQUIRE_INT8``,
+        ``CONTEXT``."""
         env = dict(os.environ if env is None else env)
         base = cls()
         train = replace(
@@ -254,6 +266,7 @@ class BuildSettings:
                     "SEED": ("seed", int),
                     "LR": ("learning_rate", float),
                     "BATCH_SIZE": ("batch_size", int),
+                    "CONTEXT": ("context_tokens", int),
                 },
             ),
         )

@@ -137,6 +137,48 @@ def evaluate_variants(
     return out
 
 
+def document_mode_scores(
+    settings: BuildSettings, model_dir: Path, onnx_paths: dict[str, Path], test: Sequence[Sentence],
+    variants: dict[str, dict[str, Any]],
+) -> dict[str, Any] | None:  # fmt: skip
+    """The test split in the document mode too (each sentence between its neighbours, ``CONTEXT`` sub-tokens
+    each side) for every ONNX form, beside the sentence mode of ``variants``; None when the model was trained
+    without context or the test split marks no documents (:class:`~ner_triton.record.DocumentMode`)."""
+    context = settings.train.context_tokens
+    in_docs = sum(1 for s in test if s.left or s.right)
+    if not context:
+        return None
+    if not in_docs:
+        log.info("CONTEXT=%d: the test split marks no documents; only the sentence mode is scored", context)
+        return None
+    tokenizer = load_tokenizer(str(model_dir))
+    labels = LabelMap.load(model_dir / LABELS_FILE)
+    document: dict[str, float] = {}
+    per_type: dict[str, dict[str, float]] = {}
+    ms: dict[str, float] = {}
+    for name, path in onnx_paths.items():
+        predictor = onnx_predictor(path, settings.threads)
+        reference = name == REFERENCE.report_key
+        modes = [("sentence", 0), ("document", context)] if reference else [("document", context)]
+        for mode, k in modes:  # the sentence mode again on the reference alone: the cost of each mode
+            t = time.perf_counter()
+            result = evaluate(predictor, test, tokenizer, labels, settings.eval_batch_size,
+                              desc=f"test {name} ({mode})", context=k)  # fmt: skip
+            if reference:
+                ms[mode] = round((time.perf_counter() - t) * 1000 / len(test), 3)
+        document[name] = result.f1
+        per_type[name] = {t: s["f1"] for t, s in result.as_dict()["per_type"].items()}
+        log.info("%-18s F1 sentence mode %.4f, document mode %.4f", name, variants[name]["f1"], result.f1)
+    return {
+        "context_tokens": context,
+        "sentences_in_documents": in_docs,
+        "sentence": {name: variants[name]["f1"] for name in variants},
+        "document": document,
+        "document_per_type": per_type,
+        "ms_per_sentence": ms,
+    }
+
+
 def validation_sentences(settings: BuildSettings) -> list[Sentence]:
     """The validation split as fine-tuning saw it (the same seeded subset with MAX_EVAL_SENTENCES)."""
     return subsample(load_split(settings.source, "valid"), settings.max_eval_sentences, settings.train.seed)
@@ -250,6 +292,7 @@ def build(settings: BuildSettings) -> Path:
     test_counts: dict[str, np.ndarray] = {}
     variants = evaluate_variants(settings, model_dir, onnx_paths, test, test_counts)
     summary = json.loads((model_dir / TRAIN_SUMMARY).read_text(encoding="utf-8"))
+    document_mode = document_mode_scores(settings, model_dir, onnx_paths, test, variants)
     uncertain = heldout_uncertainty(settings, model_dir, onnx_paths, test_counts)
     served, verdict = serve_choice(settings, model_dir, onnx_paths, variants, test, uncertain)
     if served["variant"] is not None:  # what the served model's quality signals were on the test split
@@ -278,6 +321,7 @@ def build(settings: BuildSettings) -> Path:
             "machine": {"cpus": os.cpu_count(), "threads": settings.threads, "platform": platform.platform()},
             "build_seconds": round(time.perf_counter() - t0, 1),
             "uncertainty": uncertain,
+            "document_mode": document_mode,
         },
         source="the build's figures",
     )

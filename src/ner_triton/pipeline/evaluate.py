@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ner_triton.alignment import Encoding, encode_texts, pad_batch, word_tags_to_token_tags
+from ner_triton.alignment import (
+    Encoding,
+    covered_chars,
+    encode_in_context,
+    encode_texts,
+    pad_batch,
+    word_tags_to_token_tags,
+)
 from ner_triton.data import Sentence
 from ner_triton.labels import LabelMap
 from ner_triton.runtime.session import onnx_session
@@ -52,6 +59,18 @@ def onnx_predictor(path: Path, threads: int) -> Predictor:
         return session.run(None, {n: batch[n] for n in names})[0]  # type: ignore[no-any-return]
 
     return run
+
+
+def encode_sentences(
+    tokenizer: Any, sentences: Sequence[Sentence], max_length: int, context: int = 0
+) -> list[Encoding]:
+    """The model inputs of ``sentences``: alone (``context=0``, or data without documents), or each between up to
+    ``context`` sub-tokens of its document's neighbours (:func:`~ner_triton.alignment.encode_in_context`)."""
+    texts = [s.text for s in sentences]
+    if not context or not any(s.left or s.right for s in sentences):
+        return encode_texts(tokenizer, texts, max_length)
+    lefts, rights = [" ".join(s.left) for s in sentences], [" ".join(s.right) for s in sentences]
+    return encode_in_context(tokenizer, texts, lefts, rights, max_length, context)
 
 
 def predict_subtoken_tags(
@@ -132,10 +151,15 @@ def evaluate(
     batch_size: int = 32,
     max_length: int = 512,
     desc: str = "evaluate",
+    context: int = 0,
 ) -> EvalResult:
-    """Entity P/R/F1 of ``predictor`` on gold ``sentences`` (each sentence's text = tokens joined by spaces)."""
-    encodings = encode_texts(tokenizer, [s.text for s in sentences], max_length)
-    truncated = sum(1 for e, s in zip(encodings, sentences, strict=True) if e.offsets[-2][1] < len(s.text))
+    """Entity P/R/F1 of ``predictor`` on gold ``sentences`` (each sentence's text = tokens joined by spaces).
+
+    ``context``: the sentence mode (0) or the document mode - each sentence read between up to ``context``
+    sub-tokens of its document's neighbouring sentences (:func:`encode_sentences`); scored on the sentence alone
+    either way."""
+    encodings = encode_sentences(tokenizer, sentences, max_length, context)
+    truncated = sum(1 for e, s in zip(encodings, sentences, strict=True) if covered_chars(e) < len(s.text))
     if truncated:
         log.warning("%d sentences were longer than %d sub-tokens and were truncated", truncated, max_length)
     sub_tags = predict_subtoken_tags(predictor, encodings, labels, batch_size, desc=desc)

@@ -13,6 +13,11 @@ same 4 epochs as before; on a set of 2,000 sentences they give 16 epochs instead
 Early stopping (``patience`` epochs without a better validation F1) counts from the early-stopping floor:
 ``min_steps`` or half the planned steps, whichever is fewer - so on a small set, where the step floor *is*
 the plan, a run whose validation F1 stopped improving still ends early. The summary says why it stopped.
+
+Document context (``CONTEXT``, sub-tokens per side; off by default): where the data marks documents, each
+training sentence is read between up to that many sub-tokens of its neighbouring sentences (FLERT), the loss
+on its own tokens only; a share of them (``alone_share``, drawn afresh every epoch) is read alone so the model
+still does well on single sentences. Validation then scores the document mode.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from ner_triton.alignment import Encoding, encode_texts, pad_batch, subtoken_lab
 from ner_triton.data import DataSource, Sentence, load_split
 from ner_triton.labels import LabelMap
 from ner_triton.modeling import NerModel, load_tokenizer, resolve_model
-from ner_triton.pipeline.evaluate import evaluate, torch_predictor
+from ner_triton.pipeline.evaluate import encode_sentences, evaluate, torch_predictor
 from ner_triton.pipeline.prune import prune_model
 from ner_triton.schema import CASING_IDS, IGNORE_INDEX, LABELS_FILE
 from ner_triton.settings import BuildSettings, TrainSettings
@@ -170,8 +175,19 @@ def train_model(
     softened logits of the labelled positions (knowledge distillation).
     """
     ts = settings.train
-    encodings = encode_texts(tokenizer, [s.text for s in train], ts.max_length)
-    label_rows = [subtoken_labels(e, s.token_starts(), s.tags, labels) for e, s in zip(encodings, train, strict=True)]
+    alone = encode_texts(tokenizer, [s.text for s in train], ts.max_length)
+    label_rows = [subtoken_labels(e, s.token_starts(), s.tags, labels) for e, s in zip(alone, train, strict=True)]
+    # document context (FLERT): each sentence between its neighbours' sub-tokens, except a share read alone
+    with_context = ts.context_tokens > 0 and any(s.left or s.right for s in train)
+    in_context = encode_sentences(tokenizer, train, ts.max_length, ts.context_tokens) if with_context else alone
+    context_rows = (
+        [subtoken_labels(e, s.token_starts(), s.tags, labels) for e, s in zip(in_context, train, strict=True)]
+        if with_context else label_rows
+    )  # fmt: skip
+    if ts.context_tokens and not with_context:
+        log.info("CONTEXT=%d: the training data marks no documents, so every sentence is read alone",
+                 ts.context_tokens)  # fmt: skip
+    context_free_rng = random.Random(ts.seed + 1)
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "casing.weight")
     groups = [
@@ -204,9 +220,15 @@ def train_model(
     stop_from = early_stop_floor(min_steps, total)
     stop_reason = f"planned epochs done ({epochs})"
     t_start = time.perf_counter()
-    lengths = [len(e) for e in encodings]
     for epoch in range(1, epochs + 1):
         model.train()
+        if with_context:  # a fresh draw each epoch of the sentences read without their context
+            pick = [context_free_rng.random() >= ts.alone_share for _ in train]
+            encodings = [c if p else a for a, c, p in zip(alone, in_context, pick, strict=True)]
+            rows = [c if p else a for a, c, p in zip(label_rows, context_rows, pick, strict=True)]
+        else:
+            encodings, rows = alone, label_rows
+        lengths = [len(e) for e in encodings]
         batches = bucketed_batches(lengths, ts.batch_size, rng)
         bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch")
         running = 0.0
@@ -214,7 +236,7 @@ def train_model(
             batch = {n: torch.from_numpy(v) for n, v in pad_batch([encodings[i] for i in idx]).items()}
             if not ts.use_casing:
                 batch.pop(CASING_IDS)
-            target = label_tensor([encodings[i] for i in idx], [label_rows[i] for i in idx])
+            target = label_tensor([encodings[i] for i in idx], [rows[i] for i in idx])
             logits = model(**batch)
             flat, flat_target = logits.view(-1, logits.shape[-1]), target.view(-1)
             loss = loss_fn(flat, flat_target)
@@ -238,7 +260,8 @@ def train_model(
             running += loss.item()
             if k % 10 == 0:
                 bar.set_postfix(loss=f"{running / k:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        result = evaluate(torch_predictor(model), valid, tokenizer, labels, settings.eval_batch_size, desc="valid")
+        result = evaluate(torch_predictor(model), valid, tokenizer, labels, settings.eval_batch_size, desc="valid",
+                          context=ts.context_tokens if with_context else 0)  # fmt: skip
         history.append({"epoch": epoch, "train_loss": round(running / len(batches), 4), "valid_f1": result.f1})
         log.info("epoch %d: train loss %.4f, valid F1 %.4f", epoch, running / len(batches), result.f1)
         if result.f1 > best_f1:

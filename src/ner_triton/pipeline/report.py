@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ner_triton.record import BuildReport, GateVerdict, Served, Uncertainty
+from ner_triton.record import BuildReport, DocumentMode, GateVerdict, Served, Uncertainty
 from ner_triton.schema import REPORT_JSON, REPORT_MD
 from ner_triton.variants import REFERENCE
 
@@ -63,6 +63,28 @@ def uncertainty_lines(u: Uncertainty) -> list[str]:
         lines += ["", f"The test split alone is too small to tell a {u.tolerance_points:g}-point loss from noise for "
                   f"{', '.join(noisy)} (interval half-width above {u.tolerance_points:g} points)."]  # fmt: skip
     return [*lines, ""]
+
+
+def document_mode_lines(d: DocumentMode) -> list[str]:
+    """The test split read sentence by sentence and read in its documents (``CONTEXT``), side by side."""
+    types = sorted({t for v in d.document_per_type.values() for t in v})
+    lines = [
+        f"## Document context (CONTEXT={d.context_tokens} sub-tokens per side)",
+        "",
+        f"{d.sentences_in_documents} test sentences have neighbours in their document. Sentence mode: each read "
+        "alone (the table above); document mode: each read between its neighbours, scored on its own tokens.",
+        "",
+        "| variant | F1 sentence mode | F1 document mode | gain (points) | " + " | ".join(types) + " |",
+        "|---|---|---|---|" + "---|" * len(types),
+    ]
+    for name, f1 in d.document.items():
+        alone = d.sentence.get(name)
+        gain = "-" if alone is None else f"{(f1 - alone) * 100:+.2f}"
+        cells = " | ".join(f"{d.document_per_type[name].get(t, 0.0):.3f}" for t in types)
+        lines.append(f"| {name} | {'-' if alone is None else f'{alone:.4f}'} | {f1:.4f} | {gain} | {cells} |")
+    cost = ", ".join(f"{mode} {ms:.2f} ms" for mode, ms in d.ms_per_sentence.items())
+    lines += ["", f"Cost per sentence (FP32 ONNX, whole test split, batch of the build's evaluation): {cost}.", ""]
+    return lines
 
 
 def render_markdown(report: BuildReport) -> str:
@@ -125,6 +147,8 @@ def render_markdown(report: BuildReport) -> str:
     lines += served_lines(report.served, gate)
     if report.uncertainty is not None:
         lines += uncertainty_lines(report.uncertainty)
+    if report.document_mode is not None:
+        lines += document_mode_lines(report.document_mode)
     lines += ["## Per entity type", ""]
     types = sorted({t for v in report.variants.values() for t in v.per_type})
     lines.append("| variant | " + " | ".join(f"{t} P / R / F1" for t in types) + " |")
