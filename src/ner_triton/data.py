@@ -17,6 +17,8 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 
 from ner_triton.errors import DataError
@@ -60,6 +62,11 @@ class Sentence:
     tags: tuple[str, ...]
     left: tuple[str, ...] = field(default=(), repr=False, compare=False)
     right: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def in_document(self) -> bool:
+        """Whether the sentence has neighbours in its document (context to read it with)."""
+        return bool(self.left or self.right)
 
     @property
     def text(self) -> str:
@@ -255,14 +262,8 @@ def parse_conll(lines: Iterable[str], source: str = "<lines>", scheme: str = "au
 
 def _in_documents(sentences: Sequence[Sentence], doc_of: Sequence[int]) -> list[Sentence]:
     """``sentences`` with document context, grouped by ``doc_of`` (consecutive equal ids: one document)."""
-    documents: list[list[Sentence]] = []
-    last = None
-    for sentence, doc in zip(sentences, doc_of, strict=True):
-        if doc != last:
-            documents.append([])
-            last = doc
-        documents[-1].append(sentence)
-    return with_document_context(documents)
+    pairs = zip(sentences, doc_of, strict=True)
+    return with_document_context([[s for s, _ in group] for _, group in groupby(pairs, key=itemgetter(1))])
 
 
 def read_conll(path: Path, scheme: str = "auto") -> list[Sentence]:

@@ -26,7 +26,14 @@ from ner_triton.labels import LabelMap
 from ner_triton.modeling import NerModel, load_tokenizer
 from ner_triton.pipeline.baseline import DictionaryBaseline, enforce_quality, quality_verdict
 from ner_triton.pipeline.bootstrap import half_width, sentence_counts, uncertainty
-from ner_triton.pipeline.evaluate import Predictor, evaluate, measure_latency, onnx_predictor, torch_predictor
+from ner_triton.pipeline.evaluate import (
+    EvalResult,
+    Predictor,
+    evaluate,
+    measure_latency,
+    onnx_predictor,
+    torch_predictor,
+)
 from ner_triton.pipeline.export import export_onnx
 from ner_triton.pipeline.finetune import TRAIN_SUMMARY, finetune, prune_and_recover, subsample
 from ner_triton.pipeline.gate import RULE, enforce_gate, fallback_message, gate
@@ -145,9 +152,9 @@ def document_mode_scores(
     each side) for every ONNX form, beside the sentence mode of ``variants``; None when the model was trained
     without context or the test split marks no documents (:class:`~ner_triton.record.DocumentMode`)."""
     context = settings.train.context_tokens
-    in_docs = sum(1 for s in test if s.left or s.right)
     if not context:
         return None
+    in_docs = sum(1 for s in test if s.in_document)
     if not in_docs:
         log.info("CONTEXT=%d: the test split marks no documents; only the sentence mode is scored", context)
         return None
@@ -156,16 +163,20 @@ def document_mode_scores(
     document: dict[str, float] = {}
     per_type: dict[str, dict[str, float]] = {}
     ms: dict[str, float] = {}
+
+    def timed(predictor: Predictor, name: str, mode: str, k: int) -> tuple[EvalResult, float]:
+        t = time.perf_counter()
+        result = evaluate(predictor, test, tokenizer, labels, settings.eval_batch_size,
+                          desc=f"test {name} ({mode})", context=k)  # fmt: skip
+        return result, round((time.perf_counter() - t) * 1000 / len(test), 3)
+
     for name, path in onnx_paths.items():
         predictor = onnx_predictor(path, settings.threads)
-        reference = name == REFERENCE.report_key
-        modes = [("sentence", 0), ("document", context)] if reference else [("document", context)]
-        for mode, k in modes:  # the sentence mode again on the reference alone: the cost of each mode
-            t = time.perf_counter()
-            result = evaluate(predictor, test, tokenizer, labels, settings.eval_batch_size,
-                              desc=f"test {name} ({mode})", context=k)  # fmt: skip
-            if reference:
-                ms[mode] = round((time.perf_counter() - t) * 1000 / len(test), 3)
+        reference = name == REFERENCE.report_key  # the cost of each mode, on the reference (sentence mode again)
+        ms_sentence = timed(predictor, name, "sentence", 0)[1] if reference else 0.0
+        result, ms_document = timed(predictor, name, "document", context)
+        if reference:
+            ms = {"sentence": ms_sentence, "document": ms_document}
         document[name] = result.f1
         per_type[name] = {t: s["f1"] for t, s in result.as_dict()["per_type"].items()}
         log.info("%-18s F1 sentence mode %.4f, document mode %.4f", name, variants[name]["f1"], result.f1)

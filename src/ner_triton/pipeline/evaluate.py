@@ -67,7 +67,7 @@ def encode_sentences(
     """The model inputs of ``sentences``: alone (``context=0``, or data without documents), or each between up to
     ``context`` sub-tokens of its document's neighbours (:func:`~ner_triton.alignment.encode_in_context`)."""
     texts = [s.text for s in sentences]
-    if not context or not any(s.left or s.right for s in sentences):
+    if not context or not any(s.in_document for s in sentences):
         return encode_texts(tokenizer, texts, max_length)
     lefts, rights = [" ".join(s.left) for s in sentences], [" ".join(s.right) for s in sentences]
     return encode_in_context(tokenizer, texts, lefts, rights, max_length, context)

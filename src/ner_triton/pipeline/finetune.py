@@ -178,7 +178,7 @@ def train_model(
     alone = encode_texts(tokenizer, [s.text for s in train], ts.max_length)
     label_rows = [subtoken_labels(e, s.token_starts(), s.tags, labels) for e, s in zip(alone, train, strict=True)]
     # document context (FLERT): each sentence between its neighbours' sub-tokens, except a share read alone
-    with_context = ts.context_tokens > 0 and any(s.left or s.right for s in train)
+    with_context = ts.context_tokens > 0 and any(s.in_document for s in train)
     in_context = encode_sentences(tokenizer, train, ts.max_length, ts.context_tokens) if with_context else alone
     context_rows = (
         [subtoken_labels(e, s.token_starts(), s.tags, labels) for e, s in zip(in_context, train, strict=True)]
