@@ -48,9 +48,9 @@ repository: setup ## Regenerate the committed config.pbtxt / model.py (re-export
 serve: setup ## Start tritonserver on model_repository/ (ports: TRITON_GRPC_PORT/HTTP/METRICS) and wait until ready
 	$(VENV)/bin/ner-serve start
 
-eval-served: setup ## Entity F1 of CoNLL-2003 test through the running server (16 clients), vs the build report
-	$(VENV)/bin/ner-eval-served --url 127.0.0.1:$${TRITON_GRPC_PORT:-8001} \
-	  --report $${ARTIFACTS:-artifacts}/report.json --output $${ARTIFACTS:-artifacts}/served_eval.json
+eval-served: setup ## Entity F1 of CoNLL-2003 test through the running server (16 clients), vs the build report; MODE=document sends documents
+	$(VENV)/bin/ner-eval-served --url 127.0.0.1:$${TRITON_GRPC_PORT:-8001} --mode $${MODE:-sentence} \
+	  --report $${ARTIFACTS:-artifacts}/report.json --output $${ARTIFACTS:-artifacts}/served_eval$${MODE:+_$${MODE}}.json
 
 tune-batching: setup ## Compare dynamic-batching settings of the BERT step on a real server (needs a build)
 	$(VENV)/bin/ner-tune-batching --artifacts $${ARTIFACTS:-artifacts} \

@@ -7,6 +7,10 @@ Ensembles take TEXT ``[n]``; the local server's one-step ``ner`` batches request
         for entities in client.extract(["Angela Merkel visited Paris."]):
             print([(e.entity, e.word) for e in entities])
 
+``extract_documents`` is the documents mode: each document's sentences go as one text, so every sentence is read
+with its neighbours (a model built with ``CONTEXT`` is trained for that), and the entities come back per sentence,
+with offsets into each sentence (:mod:`ner_triton.documents`).
+
 :class:`NerClient` is synchronous, :class:`AsyncNerClient` is the asyncio twin (it sends the chunks of a long
 list concurrently). Many texts go in one request, split by the server's budgets: at most
 ``max_texts_per_request`` texts and ``max_bytes_per_request`` bytes per request (a longer text goes alone), and a
@@ -46,6 +50,7 @@ import grpc
 import numpy as np
 
 from ner_triton.decoding import Entity
+from ner_triton.documents import PIECE_BYTES, Documents
 from ner_triton.errors import (
     AccessDeniedError,
     ClientError,
@@ -434,6 +439,15 @@ class NerClient(_Base):
             out.extend(self._extract_part(part, deadline))
         return out
 
+    def extract_documents(
+        self, documents: Sequence[Sequence[str]], piece_bytes: int = PIECE_BYTES
+    ) -> list[list[list[Entity]]]:
+        """Entities of every sentence of every document (the documents mode): each document's sentences go as one
+        text (pieces of at most ``piece_bytes``), so each is read with its neighbours, and the entities come back
+        per sentence with offsets into that sentence (:mod:`ner_triton.documents`)."""
+        docs = Documents.of(documents, piece_bytes)
+        return docs.entities(self.extract(docs.texts) if docs.texts else [])
+
     def _extract_part(self, part: Sequence[str], deadline: Deadline) -> list[list[Entity]]:
         try:
             return _parse(self._infer(part, deadline), len(part))
@@ -553,6 +567,13 @@ class AsyncNerClient(_Base):
         chunks = _chunks(checked, self.max_texts_per_request, self.max_bytes_per_request)
         parts = await _gather_or_cancel([one(p) for p in chunks])
         return [entities for part in parts for entities in part]
+
+    async def extract_documents(
+        self, documents: Sequence[Sequence[str]], piece_bytes: int = PIECE_BYTES
+    ) -> list[list[list[Entity]]]:
+        """:meth:`NerClient.extract_documents`, asynchronously."""
+        docs = Documents.of(documents, piece_bytes)
+        return docs.entities(await self.extract(docs.texts) if docs.texts else [])
 
     def _connected(self) -> bool | None:
         channel = getattr(self._client, "_channel", None)

@@ -2,6 +2,7 @@
 
 ner-client "Angela Merkel met Emmanuel Macron in Paris."
 cat sentences.txt | ner-client --jsonl                  # one JSON object per input line, as the lines arrive
+cat documents.txt | ner-client --documents --json       # a sentence per line, a blank line between documents
 ner-client --ssl --root-certificates ca.pem -H @headers.txt --url ner.example.com:443 "..."
 """
 
@@ -103,6 +104,22 @@ def read_texts(args: list[str], stdin: TextIO) -> list[str]:
     if stdin.isatty():
         raise ConfigError("give texts as arguments or lines on stdin (see --help).")
     return [line.rstrip("\n") for line in stdin if line.strip()]
+
+
+def read_documents(args: list[str], stdin: TextIO) -> list[list[str]]:
+    """Documents from stdin: one sentence per line, documents separated by blank lines (arguments: one document,
+    one sentence each)."""
+    if args:
+        return [args]
+    if stdin.isatty():
+        raise ConfigError("give the documents on stdin: one sentence per line, a blank line between documents.")
+    documents: list[list[str]] = [[]]
+    for line in stdin:
+        if line.strip():
+            documents[-1].append(line.rstrip("\n"))
+        elif documents[-1]:
+            documents.append([])
+    return [d for d in documents if d]
 
 
 # ------------------------------------------------------------------------------------- request headers
@@ -267,6 +284,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--retries", type=int, default=2, help="retries of a shed request or a restart (2)")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per request (64)")
+    parser.add_argument(
+        "--documents",
+        action="store_true",
+        help="documents mode: stdin holds one sentence per line and a blank line between documents; each "
+        "document's sentences are read together (context) and the entities come back per sentence",
+    )
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON array (after all input is read)")
     out.add_argument(
@@ -300,8 +323,14 @@ def _tls(args: argparse.Namespace) -> Tls | None:
 def _run(args: argparse.Namespace) -> int:
     if args.input_format != "text" and not args.jsonl:
         args.parser.error("--input-format jsonl needs --jsonl")
+    if args.documents and args.jsonl:
+        args.parser.error("--documents reads whole documents: use it with --json or the table, not --jsonl")
     try:
-        texts = [] if args.jsonl else read_texts(args.texts, sys.stdin)
+        if args.documents:
+            documents = read_documents(args.texts, sys.stdin)
+            texts = [sentence for document in documents for sentence in document]
+        else:
+            documents, texts = [], [] if args.jsonl else read_texts(args.texts, sys.stdin)
     except ConfigError as exc:
         args.parser.error(str(exc))
     if args.jsonl and args.texts:
@@ -322,7 +351,10 @@ def _run(args: argparse.Namespace) -> int:
                 if result.failed:
                     print(f"error: {len(result.failed)} of {result.lines} lines failed", file=sys.stderr)
                 return result.worst
-            results = client.extract(texts)
+            if args.documents:
+                results = [ents for doc in client.extract_documents(documents) for ents in doc]
+            else:
+                results = client.extract(texts)
     except NerTritonError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_code(exc)

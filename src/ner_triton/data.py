@@ -55,13 +55,15 @@ class Sentence:
 
     ``left`` / ``right``: tokens of the sentences before and after it in its document (at most
     :data:`CONTEXT_WORDS` each side, nearest kept), empty when the data marks no documents. They are context
-    only (document context, FLERT): never labelled, never scored.
+    only (document context, FLERT): never labelled, never scored. ``document``: the index of its document in its
+    split, -1 when the data marks none (:func:`documents_of`).
     """
 
     tokens: tuple[str, ...]
     tags: tuple[str, ...]
     left: tuple[str, ...] = field(default=(), repr=False, compare=False)
     right: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    document: int = field(default=-1, repr=False, compare=False)
 
     @property
     def in_document(self) -> bool:
@@ -87,7 +89,7 @@ def with_document_context(documents: Sequence[Sequence[Sentence]], words: int | 
     of its neighbouring sentences in the same document as ``left`` / ``right`` context."""
     words = CONTEXT_WORDS if words is None else words
     out: list[Sentence] = []
-    for doc in documents:
+    for d, doc in enumerate(documents):
         for i, sentence in enumerate(doc):
             left: list[str] = []
             for before in reversed(doc[:i]):
@@ -99,7 +101,21 @@ def with_document_context(documents: Sequence[Sequence[Sentence]], words: int | 
                 if len(right) >= words:
                     break
                 right.extend(after.tokens)
-            out.append(replace(sentence, left=tuple(left[-words:]) if words else (), right=tuple(right[:words])))
+            out.append(
+                replace(sentence, left=tuple(left[-words:]) if words else (), right=tuple(right[:words]), document=d)
+            )
+    return out
+
+
+def documents_of(sentences: Sequence[Sentence]) -> list[list[Sentence]]:
+    """``sentences`` grouped into their documents, in order: consecutive sentences of one ``document``; a sentence
+    of data without document markers is a document of its own."""
+    out: list[list[Sentence]] = []
+    for s in sentences:
+        if out and s.document >= 0 and out[-1][-1].document == s.document:
+            out[-1].append(s)
+        else:
+            out.append([s])
     return out
 
 

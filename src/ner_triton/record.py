@@ -315,8 +315,9 @@ class Uncertainty:
 @dataclass(frozen=True)
 class DocumentMode:
     """The test split scored both ways when the model was trained with document context (``CONTEXT``): each
-    variant's F1 with every sentence alone (``sentence``, as ``variants``) and read between its neighbours in its
-    document (``document``), with per-type F1; the document mode's cost per sentence (in-process, batch 32)."""
+    variant's F1 with every sentence alone (``sentence``, as ``variants``) and with each document's sentences sent
+    as one text, windowed as the server serves it (``document``; the client's documents mode), with per-type F1;
+    each mode's in-process cost per sentence."""
 
     context_tokens: int
     sentences_in_documents: int  # test sentences that have at least one neighbour

@@ -1,5 +1,5 @@
 """Document context on a real (tiny) training run and build: data without document markers trains exactly as
-without CONTEXT, and a build with CONTEXT scores the test split in both modes."""
+without CONTEXT, and a build with CONTEXT scores the test split in both modes and gates on the document mode."""
 
 from __future__ import annotations
 
@@ -50,5 +50,8 @@ def test_a_build_with_context_scores_both_modes(tiny_model_dir: Path, conll_dir:
     assert all(d.sentence[k] == report.variants[k].f1 for k in d.sentence)
     assert all(0.0 <= f <= 1.0 for f in d.document.values())
     assert set(d.ms_per_sentence) == {"sentence", "document"} and min(d.ms_per_sentence.values()) > 0
+    # such a model is served in the documents mode: the gate decides on that mode's intervals
+    assert report.uncertainty is not None and "document mode" in report.uncertainty.decided_on
+    assert report.uncertainty.test["onnx_fp32"].f1 == pytest.approx(d.document["onnx_fp32"], abs=5e-4)
     md = (tmp_path / "artifacts" / "report.md").read_text()
-    assert "## Document context (CONTEXT=8 sub-tokens per side)" in md and "| onnx_fp32 |" in md
+    assert "## Document context (trained with CONTEXT=8 sub-tokens per side)" in md and "| onnx_fp32 |" in md

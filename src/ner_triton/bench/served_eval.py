@@ -1,12 +1,14 @@
 """Accuracy and batching **through the running server**: CoNLL-2003 text in, spans out, scored.
 
 Each gold sentence's text (tokens joined by spaces) goes to the ensemble from ``concurrency``
-client threads, one sentence per request (online traffic). The returned character spans become
+client threads, one sentence per request (online traffic); ``--mode document`` sends each document instead, its
+sentences as one text (the client's documents mode, ``extract_documents``). The returned character spans become
 IOB2 tags of the gold tokens and are scored with the same seqeval code as the build, so the
 figure is directly comparable with the in-process F1 of ``artifacts/report.json``. Triton's
 statistics before and after give the BERT step's average executed batch size.
 
     ner-eval-served --split test --concurrency 16          # or: make eval-served
+    ner-eval-served --mode document                        # or: make eval-served MODE=document
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ from tqdm.auto import tqdm
 
 from ner_triton.cli import Command, emit_json
 from ner_triton.client import NerClient
-from ner_triton.data import Sentence, load_split
-from ner_triton.decoding import spans_to_token_tags
-from ner_triton.pipeline.evaluate import score_tags
+from ner_triton.data import Sentence, documents_of, load_split
+from ner_triton.pipeline.evaluate import score_tags, sentence_tags
 from ner_triton.record import BuildReport
 from ner_triton.repository.model_configs import bert_step_of, stats_model_of
 from ner_triton.schema import ENSEMBLE
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+MODES = ("sentence", "document")
 
 
 def model_counts(client: NerClient, model: str) -> tuple[int, int, dict[str, int]]:
@@ -72,8 +74,12 @@ def evaluate_served(
     model: str = ENSEMBLE,
     concurrency: int = 16,
     timeout_s: float = 60.0,
+    mode: str = "sentence",
 ) -> dict[str, Any]:
-    """Entity scores of the served ensemble on ``sentences`` plus throughput and batching figures."""
+    """Entity scores of the served ensemble on ``sentences`` plus throughput and batching figures; ``mode``:
+    one request per sentence, or (``document``) one per document (:func:`~ner_triton.data.documents_of`)."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: choose one of {MODES}")
     local = threading.local()
 
     def client() -> NerClient:
@@ -83,26 +89,31 @@ def evaluate_served(
 
     latencies: list[float] = []
 
-    def one(sentence: Sentence) -> list[str]:
+    def one(document: list[Sentence]) -> list[list[str]]:
         t = time.perf_counter()
-        (entities,) = client().extract([sentence.text])
+        if mode == "document":
+            (found,) = client().extract_documents([[s.text for s in document]])
+        else:
+            found = client().extract([s.text for s in document])
         latencies.append(time.perf_counter() - t)
-        starts = sentence.token_starts()
-        ends = [s + len(t) for s, t in zip(starts, sentence.tokens, strict=True)]
-        return spans_to_token_tags(entities, starts, ends)
+        return [sentence_tags(s, entities) for s, entities in zip(document, found, strict=True)]
 
     bert = stats_model_of(model)  # the BERT step (or the one-step ``ner`` itself): its batches
     with NerClient(url, model, timeout_s) as admin:
         before = model_counts(admin, bert)
         t0 = time.perf_counter()
+        units = documents_of(sentences) if mode == "document" else [[s] for s in sentences]
         with ThreadPoolExecutor(concurrency) as pool:
-            pred = list(tqdm(pool.map(one, sentences), total=len(sentences), desc=f"served {model}", unit="sent"))
+            done = tqdm(pool.map(one, units), total=len(units), desc=f"served {model} ({mode})", unit=mode)
+            pred = [tags for unit in done for tags in unit]
         seconds = time.perf_counter() - t0
         batching = phase_ms(before, model_counts(admin, bert))
     result = score_tags([s.tags for s in sentences], pred)
     ms = np.array(latencies) * 1000.0
     return {
         "model": model,
+        "mode": mode,
+        "requests": len(latencies),
         "bert_step": bert,
         "url": url,
         **result.as_dict(),
@@ -131,6 +142,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="CoNLL-2003 directory (default: $DATA or the shared copy)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--mode", choices=MODES, default="sentence",
+                        help="one request per sentence, or per document (the client's documents mode)")  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     parser.add_argument("--report", type=Path, default=None, help="build report.json to compare with")
     parser.add_argument("--output", type=Path, default=None, help="write the result as JSON here")
@@ -138,11 +151,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     sentences = load_split(data_source(args.data), args.split)[: args.limit]
-    result = evaluate_served(args.url, sentences, args.model, args.concurrency)
+    result = evaluate_served(args.url, sentences, args.model, args.concurrency, mode=args.mode)
     if args.report and args.report.is_file():
         report = BuildReport.load(args.report)
         variant = served_report_key(args.model, report)
         in_process = report.f1(variant)
+        if args.mode == "document":
+            if report.document_mode is None or variant not in report.document_mode.document:
+                log.warning("%s has no document-mode F1 of %s (built without CONTEXT): compared with the sentence "
+                            "mode", args.report, variant)  # fmt: skip
+            else:
+                in_process = report.document_mode.document[variant]
         result["in_process"] = {
             "variant": variant,
             "f1": in_process,

@@ -30,6 +30,7 @@ from ner_triton.pipeline.evaluate import (
     EvalResult,
     Predictor,
     evaluate,
+    evaluate_documents,
     measure_latency,
     onnx_predictor,
     torch_predictor,
@@ -146,11 +147,13 @@ def evaluate_variants(
 
 def document_mode_scores(
     settings: BuildSettings, model_dir: Path, onnx_paths: dict[str, Path], test: Sequence[Sentence],
-    variants: dict[str, dict[str, Any]],
+    variants: dict[str, dict[str, Any]], counts: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any] | None:  # fmt: skip
-    """The test split in the document mode too (each sentence between its neighbours, ``CONTEXT`` sub-tokens
-    each side) for every ONNX form, beside the sentence mode of ``variants``; None when the model was trained
-    without context or the test split marks no documents (:class:`~ner_triton.record.DocumentMode`)."""
+    """The test split in the document mode too, as the server serves it (each document's sentences sent as one
+    text, windowed: :func:`~ner_triton.pipeline.evaluate.evaluate_documents`) for every ONNX form, beside the
+    sentence mode of ``variants`` (and into ``counts``, when given, each form's per-sentence entity counts in the
+    document mode); None when the model was trained without context or the test split marks no documents
+    (:class:`~ner_triton.record.DocumentMode`)."""
     context = settings.train.context_tokens
     if not context:
         return None
@@ -164,20 +167,24 @@ def document_mode_scores(
     per_type: dict[str, dict[str, float]] = {}
     ms: dict[str, float] = {}
 
-    def timed(predictor: Predictor, name: str, mode: str, k: int) -> tuple[EvalResult, float]:
+    def timed(predictor: Predictor, name: str, mode: str) -> tuple[EvalResult, float]:
         t = time.perf_counter()
-        result = evaluate(predictor, test, tokenizer, labels, settings.eval_batch_size,
-                          desc=f"test {name} ({mode})", context=k)  # fmt: skip
+        if mode == "document":
+            result = evaluate_documents(predictor, test, model_dir, labels, desc=f"test {name} (documents)")
+        else:
+            result = evaluate(predictor, test, tokenizer, labels, settings.eval_batch_size, desc=f"test {name}")
         return result, round((time.perf_counter() - t) * 1000 / len(test), 3)
 
     for name, path in onnx_paths.items():
         predictor = onnx_predictor(path, settings.threads)
         reference = name == REFERENCE.report_key  # the cost of each mode, on the reference (sentence mode again)
-        ms_sentence = timed(predictor, name, "sentence", 0)[1] if reference else 0.0
-        result, ms_document = timed(predictor, name, "document", context)
+        ms_sentence = timed(predictor, name, "sentence")[1] if reference else 0.0
+        result, ms_document = timed(predictor, name, "document")
         if reference:
             ms = {"sentence": ms_sentence, "document": ms_document}
         document[name] = result.f1
+        if counts is not None:
+            counts[name] = sentence_counts([s.tags for s in test], result.predictions)
         per_type[name] = {t: s["f1"] for t, s in result.as_dict()["per_type"].items()}
         log.info("%-18s F1 sentence mode %.4f, document mode %.4f", name, variants[name]["f1"], result.f1)
     return {
@@ -200,25 +207,31 @@ def heldout_uncertainty(
     model_dir: Path,
     onnx_paths: dict[str, Path],
     test_counts: dict[str, np.ndarray],
+    documents: bool = False,
 ) -> dict[str, Any]:
     """The intervals (``BuildReport.uncertainty``): every variant on the test split, and the ONNX forms on the
     validation and test splits pooled - all the held-out data the build has, which the gate decides on.
+    ``documents``: ``test_counts`` are the document mode's, and the validation split is scored that way too.
 
     Fine-tuning chose its best epoch on the validation split, which flatters FP32's own F1 there a little;
     the gate judges the *difference* between forms of that one model, on the same sentences, which that
     choice does not favour."""
     valid = validation_sentences(settings)
     heldout = {k: test_counts[k] for k in onnx_paths}
-    decided_on = f"the test split ({len(next(iter(heldout.values())))} sentences; the validation split is empty)"
+    mode = ", document mode" if documents else ""
+    decided_on = f"the test split ({len(next(iter(heldout.values())))} sentences{mode}; the validation split is empty)"
     if valid:
         tokenizer = load_tokenizer(str(model_dir))
         labels = LabelMap.load(model_dir / LABELS_FILE)
         gold = [s.tags for s in valid]
         for name, path in onnx_paths.items():
-            result = evaluate(onnx_predictor(path, settings.threads), valid, tokenizer, labels,
-                              settings.eval_batch_size, desc=f"valid {name}")  # fmt: skip
+            predictor = onnx_predictor(path, settings.threads)
+            if documents:
+                result = evaluate_documents(predictor, valid, model_dir, labels, desc=f"valid {name} (documents)")
+            else:
+                result = evaluate(predictor, valid, tokenizer, labels, settings.eval_batch_size, desc=f"valid {name}")
             heldout[name] = np.concatenate([sentence_counts(gold, result.predictions), test_counts[name]])
-        decided_on = f"valid+test pooled ({len(valid) + len(test_counts[REFERENCE.report_key])} sentences)"
+        decided_on = f"valid+test pooled ({len(valid) + len(test_counts[REFERENCE.report_key])} sentences{mode})"
     out = uncertainty(test_counts, heldout, REFERENCE.report_key, settings.quant.max_f1_drop_points, decided_on,
                       settings.train.seed)  # fmt: skip
     log.info("paired bootstrap (%d resamples, %d + %d sentences): %.2f s", out["resamples"], out["test_sentences"],
@@ -303,9 +316,16 @@ def build(settings: BuildSettings) -> Path:
     test_counts: dict[str, np.ndarray] = {}
     variants = evaluate_variants(settings, model_dir, onnx_paths, test, test_counts)
     summary = json.loads((model_dir / TRAIN_SUMMARY).read_text(encoding="utf-8"))
-    document_mode = document_mode_scores(settings, model_dir, onnx_paths, test, variants)
-    uncertain = heldout_uncertainty(settings, model_dir, onnx_paths, test_counts)
-    served, verdict = serve_choice(settings, model_dir, onnx_paths, variants, test, uncertain)
+    document_counts: dict[str, np.ndarray] = {}
+    document_mode = document_mode_scores(settings, model_dir, onnx_paths, test, variants, document_counts)
+    # a model trained with document context is served in the documents mode: the gate decides on that mode
+    scores = variants if document_mode is None else {
+        k: {**v, "f1": document_mode["document"][k]} if k in document_mode["document"] else v
+        for k, v in variants.items()
+    }  # fmt: skip
+    uncertain = heldout_uncertainty(settings, model_dir, onnx_paths, document_counts or test_counts,
+                                    documents=document_mode is not None)  # fmt: skip
+    served, verdict = serve_choice(settings, model_dir, onnx_paths, scores, test, uncertain)
     if served["variant"] is not None:  # what the served model's quality signals were on the test split
         onnx = onnx_paths[get(served["variant"]).report_key]
         served["signals"] = asdict(signal_baseline(model_dir, onnx, [s.text for s in test], settings.threads))

@@ -6,6 +6,7 @@ The same code evaluates every artifact: PyTorch, ONNX FP32 and the INT8 variants
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -24,10 +25,14 @@ from ner_triton.alignment import (
     pad_batch,
     word_tags_to_token_tags,
 )
-from ner_triton.data import Sentence
+from ner_triton.data import Sentence, documents_of
+from ner_triton.decoding import Entity, spans_to_token_tags
+from ner_triton.documents import PIECE_BYTES, Documents
 from ner_triton.labels import LabelMap
+from ner_triton.runtime.limits import Limits
 from ner_triton.runtime.session import onnx_session
-from ner_triton.schema import CASING_IDS
+from ner_triton.runtime.steps import Postprocessor, Preprocessor
+from ner_triton.schema import ATTENTION_MASK, CASING_IDS, INPUT_IDS, LOGITS
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +171,49 @@ def evaluate(
     pred = [
         word_tags_to_token_tags(e, t, s.token_starts()) for e, t, s in zip(encodings, sub_tags, sentences, strict=True)
     ]
+    return replace(score_tags([s.tags for s in sentences], pred), predictions=tuple(tuple(p) for p in pred))
+
+
+def sentence_tags(sentence: Sentence, entities: Sequence[Entity]) -> list[str]:
+    """IOB2 tags of ``sentence``'s gold tokens from entity spans into its text (how served output is scored)."""
+    starts = sentence.token_starts()
+    return spans_to_token_tags(entities, starts, [a + len(t) for a, t in zip(starts, sentence.tokens, strict=True)])
+
+
+def served_entities(
+    predictor: Predictor, tokenizer_dir: Path, labels: LabelMap, texts: Sequence[str], limits: Limits | None = None,
+    desc: str = "documents",
+) -> list[list[Entity]]:  # fmt: skip
+    """Entities of each text the way the server finds them, in process: the serving steps' windows
+    (:class:`~ner_triton.runtime.steps.Preprocessor`, ``max_length`` / ``stride`` of ``limits``) through
+    ``predictor``, decoded by the postprocess step; one text per run."""
+    pre, post = Preprocessor(tokenizer_dir, limits or Limits()), Postprocessor(labels)
+    out = []
+    for text in tqdm(texts, desc=desc, unit="text", leave=False):
+        tensors = pre.encode([text])
+        tensors[LOGITS] = predictor({k: tensors[k] for k in (INPUT_IDS, ATTENTION_MASK, CASING_IDS)})
+        (found,) = post(np.array([text.encode("utf-8")], dtype=np.object_), tensors)
+        out.append([Entity(**e) for e in json.loads(found)])
+    return out
+
+
+def evaluate_documents(
+    predictor: Predictor,
+    sentences: Sequence[Sentence],
+    tokenizer_dir: Path,
+    labels: LabelMap,
+    limits: Limits | None = None,
+    desc: str = "evaluate documents",
+) -> EvalResult:
+    """Entity P/R/F1 of the document mode as served: each document's sentences sent as one text (pieces of
+    :data:`~ner_triton.documents.PIECE_BYTES`, as the client cuts them), windowed and decoded by the serving steps
+    (:func:`served_entities`), the entities mapped back to each sentence and scored on it. Sentences of data
+    without document markers are each a document of their own (the sentence mode, decoded as served)."""
+    groups = documents_of(sentences)
+    docs = Documents.of([[s.text for s in group] for group in groups], PIECE_BYTES)
+    found = docs.entities(served_entities(predictor, tokenizer_dir, labels, docs.texts, limits, desc))
+    pred = [sentence_tags(s, ents) for group, doc in zip(groups, found, strict=True)
+            for s, ents in zip(group, doc, strict=True)]  # fmt: skip
     return replace(score_tags([s.tags for s in sentences], pred), predictions=tuple(tuple(p) for p in pred))
 
 

@@ -66,13 +66,14 @@ def uncertainty_lines(u: Uncertainty) -> list[str]:
 
 
 def document_mode_lines(d: DocumentMode) -> list[str]:
-    """The test split read sentence by sentence and read in its documents (``CONTEXT``), side by side."""
+    """The test split read sentence by sentence and read in its documents as served (``CONTEXT``), side by side."""
     types = sorted({t for v in d.document_per_type.values() for t in v})
     lines = [
-        f"## Document context (CONTEXT={d.context_tokens} sub-tokens per side)",
+        f"## Document context (trained with CONTEXT={d.context_tokens} sub-tokens per side)",
         "",
-        f"{d.sentences_in_documents} test sentences have neighbours in their document. Sentence mode: each read "
-        "alone (the table above); document mode: each read between its neighbours, scored on its own tokens.",
+        f"{d.sentences_in_documents} test sentences have neighbours in their document. Sentence mode: each sent "
+        "alone (the table above); document mode: each document's sentences sent as one text and windowed, as the "
+        "server serves the client's documents mode (`extract_documents`), each sentence scored on its own tokens.",
         "",
         "| variant | F1 sentence mode | F1 document mode | gain (points) | " + " | ".join(types) + " |",
         "|---|---|---|---|" + "---|" * len(types),
@@ -83,7 +84,12 @@ def document_mode_lines(d: DocumentMode) -> list[str]:
         cells = " | ".join(f"{d.document_per_type[name].get(t, 0.0):.3f}" for t in types)
         lines.append(f"| {name} | {'-' if alone is None else f'{alone:.4f}'} | {f1:.4f} | {gain} | {cells} |")
     cost = ", ".join(f"{mode} {ms:.2f} ms" for mode, ms in d.ms_per_sentence.items())
-    lines += ["", f"Cost per sentence (FP32 ONNX, whole test split, batch of the build's evaluation): {cost}.", ""]
+    lines += [
+        "",
+        f"Cost per sentence (FP32 ONNX, in process, whole test split; sentence mode in batches of the "
+        f"build's evaluation, document mode one piece per run): {cost}.",
+        "",
+    ]
     return lines
 
 
