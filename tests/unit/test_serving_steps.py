@@ -13,11 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ner_triton.alignment import encode_texts, encode_windows
-from ner_triton.decoding import Entity, decode_entities, spans_to_token_tags
+from ner_triton.decoding import Entity, best_labels, decode_entities, softmax, spans_to_token_tags
 from ner_triton.errors import InvalidInputError
 from ner_triton.labels import LabelMap
 from ner_triton.modeling import load_tokenizer
 from ner_triton.runtime.bert import BertRunner, length_groups
+from ner_triton.runtime.session import onnx_session
 from ner_triton.runtime.slots import Activity
 from ner_triton.runtime.steps import Limits, Postprocessor, Preprocessor, decode_texts
 from ner_triton.schema import ATTENTION_MASK, CASING_IDS, INPUT_IDS, LOGITS, OWNED, TEXT_INDEX
@@ -189,6 +190,27 @@ def test_bert_runner_widens_only_while_no_other_instance_runs(tiny_build: TinyBu
     ((best, _),) = runner.predict([feed])
     assert runner.runs_alone == 2 and (best == wide.argmax(-1)).all()
     assert BertRunner(path, threads=2, threads_alone=2, activity=other).alone is None  # no wider session to take
+
+
+def test_server_sessions_spin_only_during_a_run(tiny_build: TinyBuild, tmp_path: Path) -> None:
+    """The BERT step's sessions stop their threads spinning when a run returns (the cores go to the server and the
+    client between requests); the in-process peers keep ONNX Runtime's default (spinning between runs too)."""
+    path = tiny_build.artifacts / "onnx" / "model_fp32.onnx"
+    runner = BertRunner(path, threads=1, threads_alone=2, activity=Activity("model", tmp_path, rescan_s=0))
+    assert runner.alone is not None
+    for session in (runner.session, runner.alone):
+        assert session.get_session_options().get_session_config_entry("session.force_spinning_stop") == "1"
+    with pytest.raises(Exception, match="force_spinning_stop"):  # not set: ONNX Runtime's default
+        onnx_session(path, 2).get_session_options().get_session_config_entry("session.force_spinning_stop")
+
+
+def test_best_labels_is_the_softmax_argmax_and_its_probability() -> None:
+    """:func:`best_labels` skips the full softmax; the label ids and probabilities are the softmax's."""
+    logits = (np.random.default_rng(3).standard_normal((4, 17, 9)) * 6).astype(np.float32)
+    probs = softmax(logits)
+    best, scores = best_labels(logits)
+    assert (best == probs.argmax(-1)).all() and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, probs.max(-1), rtol=1e-6)
 
 
 PARITY_TEXTS = [

@@ -10,13 +10,13 @@ import pytest
 
 from ner_triton.bench.capacity import main as capacity_main
 from ner_triton.bench.capacity import sweep_factor
-from ner_triton.bench.sweep import _configs, best, grid, load, render_markdown
+from ner_triton.bench.sweep import STALL_RATIO, _configs, best, grid, load, render_markdown
 from ner_triton.errors import ConfigError
 
 
 def _row(instances: int, threads: int, sent_s: float, p50: float, p99: float) -> dict[str, Any]:
     return {"instances": instances, "threads": threads, "sent_s": sent_s, "load_p99_ms": 50.0, "p50_ms": p50,
-            "p99_ms": p99, "stalls": p99 > 2 * p50, "steal_pct": 0.0}  # fmt: skip
+            "p99_ms": p99, "stalls": p99 > STALL_RATIO * p50, "steal_pct": 0.0}  # fmt: skip
 
 
 def test_grid_stays_within_the_cpus() -> None:

@@ -76,10 +76,12 @@ class BatchingSettings:
     # steals CPU from the instance that has work.
     spinning: bool = True
     # One-step ``ner``: a batch that starts while no other instance runs one gets this many ONNX Runtime threads
-    # (None: the CPUs the stub may use; 0: never more than ``threads``), so one request at a time could run on every
-    # core while under load each instance keeps its one thread (runtime.bert). Off: on the 2-core AMD EPYC it made
-    # one client slower (p50 28-39 vs 9-12 ms on busy cores, 14.7-16.8 vs 9.0-9.7 ms on calmer ones; serving.md).
-    threads_alone: int | None = 0
+    # (None: the CPUs the stub may use; 0: never more than ``threads``), so one request at a time runs on every core
+    # while under load each instance keeps its one thread (runtime.bert). On the 2-core AMD EPYC, one client p50
+    # 4.64 vs 5.55 ms, 16 clients 339.9 vs 347.1 sent/s (alternating, same run; docs/serving.md). It once made one
+    # client slower: the wide session's threads kept spinning between runs, on the cores the server and the client
+    # needed; the server's sessions now spin only during a run (runtime.session, ``spin_between_runs``).
+    threads_alone: int | None = None
     # Overload policy: a request waits at most this long in the queue, and at most this many wait;
     # beyond either it is rejected at once (UNAVAILABLE) instead of piling up latency.
     queue_timeout_us: int = 10_000_000

@@ -46,9 +46,14 @@ class BertRunner:
         threads_alone: int = 0,
         activity: Activity | None = None,
     ) -> None:
-        self.session = onnx_session(onnx_path, threads, spinning)
+        # a server's sessions: threads spin during a run only (between runs the cores go to the other processes)
+        self.session = onnx_session(onnx_path, threads, spinning, spin_between_runs=False)
         self.activity = activity if threads_alone > threads else None
-        self.alone = onnx_session(onnx_path, threads_alone, spinning) if self.activity is not None else None
+        self.alone = (
+            onnx_session(onnx_path, threads_alone, spinning, spin_between_runs=False)
+            if self.activity is not None
+            else None
+        )
         self.runs_alone = 0  # batches run on the ``threads_alone`` session (observability, tests)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.table_rows = lookup_table_rows(onnx_path, self.input_names)
