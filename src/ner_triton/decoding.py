@@ -31,12 +31,6 @@ class Entity:
         return {"entity": self.entity, "start": self.start, "end": self.end, "word": self.word, "score": self.score}
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)  # type: ignore[no-any-return]
-
-
 def words_from_subtokens(
     offsets: Sequence[tuple[int, int]], word_ids: Sequence[int | None]
 ) -> list[tuple[int, int, int]]:
