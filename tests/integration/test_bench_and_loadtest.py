@@ -46,10 +46,13 @@ def test_bench_writes_every_peer_ratios_and_plots(tiny_build: TinyBuild, conll_d
         "served_vs_hf_pipeline_throughput",
         "ner_c1_p50_minus_inprocess_b1_p50_ms",
         "ner_c1_p99_over_p50",
+        "ner_c1_same_text_p99_slowdown",
         "ner_1text_saturation_vs_engine",
         "equal_shapes_requests_per_execution",
     } <= set(result["goals"])
     assert result["goals"]["equal_shapes_requests_per_execution"]["value"] >= 1
+    assert result["goals"]["ner_c1_same_text_p99_slowdown"]["ratio"] > 0
+    assert "latencies_ms" not in json.dumps(result), "per-request times stay out of the report"
     grpc = {n for n in result["peers"] if n.startswith("triton_")}
     assert set(result["goals"]["per_peer_vs_inprocess"]) == grpc == set(result["goals"]["per_peer_vs_engine"])
     # the engine peer runs the served file on the served instances' threads, faster than the whole pipeline

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,9 @@ class Run:
     client_cpu_pct: float
     triton: dict[str, Any] | None = None
     steal_pct: float | None = None  # CPU time the hypervisor gave to other guests during the run (/proc/stat)
+    # each request's time in ms, in the order the requests were cut from the texts (at one request at a time:
+    # the texts' order); for pairing two peers text by text, not written to the report
+    latencies_ms: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def client_cpu_s(self) -> float:
@@ -127,7 +130,9 @@ class Run:
         return round(self.client_cpu_pct * self.seconds / 100, 3)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "client_cpu_s": self.client_cpu_s}
+        out = {**asdict(self), "client_cpu_s": self.client_cpu_s}
+        del out["latencies_ms"]
+        return out
 
 
 def host_cpu_times() -> list[int] | None:
@@ -160,6 +165,10 @@ def _percentiles(latencies: Sequence[float]) -> tuple[float, float, float]:
     return p50, p95, p99
 
 
+def _ms(latencies: Sequence[float]) -> tuple[float, ...]:
+    return tuple(round(t * 1000.0, 4) for t in latencies)
+
+
 def run_batches(fn: Callable[[list[str]], object], texts: Sequence[str], batch_size: int, warmup: int = 2) -> Run:
     """Call ``fn`` on batches of ``texts``; each call is one request.
 
@@ -180,7 +189,7 @@ def run_batches(fn: Callable[[list[str]], object], texts: Sequence[str], batch_s
     cpu = _cpu_seconds() - cpu0
     return Run(batch_size, 1, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
                *_percentiles(latencies), round(100 * cpu / seconds, 1),
-               steal_pct=steal_pct(host0, host_cpu_times()))  # fmt: skip
+               steal_pct=steal_pct(host0, host_cpu_times()), latencies_ms=_ms(latencies))  # fmt: skip
 
 
 class InProcessOrt:
@@ -241,7 +250,7 @@ def run_engine(engine: OrtEngine, texts: Sequence[str], batch_size: int, warmup:
     cpu = _cpu_seconds() - cpu0
     return Run(batch_size, 1, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
                *_percentiles(latencies), round(100 * cpu / seconds, 1),
-               steal_pct=steal_pct(host0, host_cpu_times()))  # fmt: skip
+               steal_pct=steal_pct(host0, host_cpu_times()), latencies_ms=_ms(latencies))  # fmt: skip
 
 
 class HfPipeline:
@@ -317,4 +326,5 @@ def run_grpc(
         "models": phases,
     }
     return Run(texts_per_request, concurrency, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
-               *_percentiles(latencies), round(100 * cpu / seconds, 1), triton, steal_pct(host0, host1))  # fmt: skip
+               *_percentiles(latencies), round(100 * cpu / seconds, 1), triton, steal_pct(host0, host1),
+               _ms(latencies))  # fmt: skip

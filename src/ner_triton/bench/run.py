@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from ner_triton.bench.peers import (
@@ -80,10 +81,31 @@ def sample_texts(settings: BenchSettings) -> list[str]:
     return test[: settings.sentences]
 
 
+def _single(runs: list[Run]) -> Run:
+    """The run at the smallest concurrency and batch: one text, one request at a time."""
+    return min(runs, key=lambda r: (r.concurrency, r.batch_size))
+
+
+def same_text_slowdown(served: Run, reference: Run) -> dict[str, float] | None:
+    """Each text's served time over the same text's in-process time, both one request at a time on the same texts
+    in the same order (None: not paired). The sentences' own spread cancels; what is left is what the server
+    adds - and any stall, which a p99 over plain latencies cannot tell from a long sentence."""
+    a, b = np.array(served.latencies_ms), np.array(reference.latencies_ms)
+    if not len(a) or a.shape != b.shape or {served.batch_size, reference.batch_size, served.concurrency} != {1}:
+        return None
+    ratio = a / b
+    return {
+        "p50": round(float(np.percentile(ratio, 50)), 2),
+        "p99": round(float(np.percentile(ratio, 99)), 2),
+        "max": round(float(ratio.max()), 2),
+        "served_max_ms": round(float(a.max()), 2),
+    }
+
+
 def summarize(runs: list[Run]) -> dict[str, Any]:
     """Best throughput over the runs; latency at the smallest batch and concurrency (one request at a time)."""
     best = max(runs, key=lambda r: r.throughput_sps)
-    single = min(runs, key=lambda r: (r.concurrency, r.batch_size))
+    single = _single(runs)
     return {
         "throughput_sps": best.throughput_sps,
         "best_batch_size": best.batch_size,
@@ -95,10 +117,13 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
     }
 
 
-def goals(peers: dict[str, dict[str, Any]], served: Variant) -> dict[str, Any]:
+def goals(
+    peers: dict[str, dict[str, Any]], served: Variant, runs: dict[str, list[Run]] | None = None
+) -> dict[str, Any]:
     """The goals as measured ratios, against the in-process peer of the served file (None: a peer not run).
 
-    ``served_best``: the best throughput of any gRPC peer serving the chosen variant (1 or 8 texts per request)."""
+    ``served_best``: the best throughput of any gRPC peer serving the chosen variant (1 or 8 texts per request).
+    ``runs`` (the peers' runs with their per-request times) adds the same-text pairing of ``ner`` at one client."""
     ref_name = INPROCESS_OF[served.key]
     grpc = {n: p for n, p in peers.items() if PEERS[n].kind is PeerKind.TRITON_GRPC}
     out: dict[str, Any] = {"reference": ref_name, "served_variant": served.key}
@@ -130,6 +155,16 @@ def goals(peers: dict[str, dict[str, Any]], served: Variant) -> dict[str, Any]:
             "ratio": round(ner["p99_ms"] / ner["p50_ms"], 2) if ner["p50_ms"] else None,
             "goal": "<= 2",
             "detail": f"ner at one client: p99 {ner['p99_ms']} ms / p50 {ner['p50_ms']} ms{spread}",
+        }
+    paired = None
+    if runs and runs.get("triton_ner_grpc") and runs.get(ref_name):
+        paired = same_text_slowdown(_single(runs["triton_ner_grpc"]), _single(runs[ref_name]))
+    if paired:
+        out["ner_c1_same_text_p99_slowdown"] = {
+            "ratio": paired["p99"],
+            "goal": "<= 2",
+            "detail": f"ner at one client, each text's time / the same text's in-process batch-1 time: p50 "
+            f"{paired['p50']}, p99 {paired['p99']}, max {paired['max']} (slowest request {paired['served_max_ms']} ms)",
         }
     equal = peers.get("triton_equal_shapes_grpc")
     if equal:
@@ -266,7 +301,7 @@ def bench(settings: BenchSettings, command: str = "make bench") -> Path:
         "seconds": round(time.perf_counter() - t0, 1),
         "served_variant": served.key,
         "peers": peers,
-        "goals": goals(peers, served),
+        "goals": goals(peers, served, runs),
     }
     return write_outputs(result, settings.output)
 
