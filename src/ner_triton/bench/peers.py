@@ -120,8 +120,8 @@ class Run:
     client_cpu_pct: float
     triton: dict[str, Any] | None = None
     steal_pct: float | None = None  # CPU time the hypervisor gave to other guests during the run (/proc/stat)
-    # each request's time in ms, in the order the requests were cut from the texts (at one request at a time:
-    # the texts' order); for pairing two peers text by text, not written to the report
+    # each request's time in ms, in the order the requests were cut from the texts (one text per request at one
+    # client: the texts' order; the engine peer keeps none); for pairing two peers text by text, not in the report
     latencies_ms: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     @property
@@ -159,14 +159,14 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _percentiles(latencies: Sequence[float]) -> tuple[float, float, float]:
-    ms = np.array(latencies) * 1000.0
+def _ms(latencies: Sequence[float]) -> tuple[float, ...]:
+    """Seconds to milliseconds, once per run (the percentiles and the pairing read the same values)."""
+    return tuple(t * 1000.0 for t in latencies)
+
+
+def _percentiles(ms: Sequence[float]) -> tuple[float, float, float]:
     p50, p95, p99 = (round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99))
     return p50, p95, p99
-
-
-def _ms(latencies: Sequence[float]) -> tuple[float, ...]:
-    return tuple(round(t * 1000.0, 4) for t in latencies)
 
 
 def run_batches(fn: Callable[[list[str]], object], texts: Sequence[str], batch_size: int, warmup: int = 2) -> Run:
@@ -187,9 +187,10 @@ def run_batches(fn: Callable[[list[str]], object], texts: Sequence[str], batch_s
         latencies.append(time.perf_counter() - t)
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
+    ms = _ms(latencies)
     return Run(batch_size, 1, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
-               *_percentiles(latencies), round(100 * cpu / seconds, 1),
-               steal_pct=steal_pct(host0, host_cpu_times()), latencies_ms=_ms(latencies))  # fmt: skip
+               *_percentiles(ms), round(100 * cpu / seconds, 1),
+               steal_pct=steal_pct(host0, host_cpu_times()), latencies_ms=ms)  # fmt: skip
 
 
 class InProcessOrt:
@@ -248,9 +249,10 @@ def run_engine(engine: OrtEngine, texts: Sequence[str], batch_size: int, warmup:
         latencies.append(time.perf_counter() - t)
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
+    # its requests are windows sorted by sub-tokens, not the texts in order: no per-request times to pair
     return Run(batch_size, 1, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
-               *_percentiles(latencies), round(100 * cpu / seconds, 1),
-               steal_pct=steal_pct(host0, host_cpu_times()), latencies_ms=_ms(latencies))  # fmt: skip
+               *_percentiles(_ms(latencies)), round(100 * cpu / seconds, 1),
+               steal_pct=steal_pct(host0, host_cpu_times()))  # fmt: skip
 
 
 class HfPipeline:
@@ -325,6 +327,6 @@ def run_grpc(
         ),
         "models": phases,
     }
+    ms = _ms(latencies)
     return Run(texts_per_request, concurrency, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
-               *_percentiles(latencies), round(100 * cpu / seconds, 1), triton, steal_pct(host0, host1),
-               _ms(latencies))  # fmt: skip
+               *_percentiles(ms), round(100 * cpu / seconds, 1), triton, steal_pct(host0, host1), ms)  # fmt: skip
