@@ -52,7 +52,11 @@ def test_bench_writes_every_peer_ratios_and_plots(tiny_build: TinyBuild, conll_d
     } <= set(result["goals"])
     assert result["goals"]["equal_shapes_requests_per_execution"]["value"] >= 1
     assert result["goals"]["ner_c1_same_text_p99_slowdown"]["ratio"] > 0
-    assert "latencies_ms" not in json.dumps(result), "per-request times stay out of the report"
+    # the one-client and saturation rows come from the served side alternating with its reference
+    side = result["side_by_side"]
+    assert side["one_at_a_time"]["texts"] == result["sentences"] and side["one_at_a_time"]["served_p50_ms"] > 0
+    assert len(side["saturation"]) == 3 and all(r["served_sps"] > 0 and r["engine_sps"] > 0 for r in side["saturation"])
+    assert "side by side" in result["goals"]["ner_1text_saturation_vs_engine"]["detail"]
     grpc = {n for n in result["peers"] if n.startswith("triton_")}
     assert set(result["goals"]["per_peer_vs_inprocess"]) == grpc == set(result["goals"]["per_peer_vs_engine"])
     # the engine peer runs the served file on the served instances' threads, faster than the whole pipeline

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ner_triton.repository.model_configs import SPARE_PRIORITY
 from ner_triton.runtime.limits import Limits
 from ner_triton.serving.server import ServerSettings, TritonServer
 from support import TinyBuild
@@ -180,8 +181,10 @@ def test_entrypoint_view_serves_ner_with_its_instance_count(
     settings = ServerSettings.on_free_ports(view, state, model_control_mode="none")
     with TritonServer(settings), NerClient(settings.grpc_url) as client:
         raw = grpcclient.InferenceServerClient(settings.grpc_url)
-        count = int(raw.get_model_config("ner", as_json=True)["config"]["instance_group"][0]["count"])
-        assert count == want + Limits().bulk_slots
+        groups = raw.get_model_config("ner", as_json=True)["config"]["instance_group"]
+        # one first-choice instance (priority 1) and the spares: as Triton read them from the view
+        assert [int(g["count"]) for g in groups] == [1, want + Limits().bulk_slots - 1]
+        assert [int(g["rate_limiter"]["priority"]) for g in groups] == [1, SPARE_PRIORITY]
         raw.close()
         (entities,) = client.extract(["Maria Lindqvist visited Madrid."])
         assert isinstance(entities, list)

@@ -21,6 +21,7 @@ from ner_triton.client import NerClient
 from ner_triton.errors import InputRejectedError
 from ner_triton.loadtest.metrics import QualitySamples, parse_quality, quality_delta, scrape_text
 from ner_triton.serving.server import ServerSettings
+from ner_triton.signals import FLUSH_S
 from support import TinyBuild
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,6 +46,20 @@ def _scrape(server: ServerSettings) -> QualitySamples:
     return parse_quality(scrape_text(server.metrics_url))
 
 
+def _quiet(server: ServerSettings) -> QualitySamples:
+    """The metrics once the counts of earlier tests' requests on this server are all handed over: two scrapes a
+    flush interval and more apart that agree (the flusher hands counts over every FLUSH_S seconds)."""
+    deadline = time.monotonic() + 20
+    last = _scrape(server)
+    while True:
+        time.sleep(FLUSH_S + 0.5)
+        now = _scrape(server)
+        if quality_delta(last, now, "ner_texts_total", model="ner") == 0:
+            return now
+        assert time.monotonic() < deadline, "the quality counts kept moving with no requests sent"
+        last = now
+
+
 def _settled(server: ServerSettings, before: QualitySamples, texts: int, rejected: int = 0) -> QualitySamples:
     """The metrics once the flusher has handed over ``texts`` more answered texts and ``rejected`` refusals."""
     deadline = time.monotonic() + 20
@@ -60,7 +75,7 @@ def _settled(server: ServerSettings, before: QualitySamples, texts: int, rejecte
 
 
 def test_entity_counts_and_histograms_match_what_the_client_got(server: ServerSettings, repository: Path) -> None:
-    before = _scrape(server)
+    before = _quiet(server)
     requests = [ENGLISH, ENGLISH[:1], ENGLISH[1:3], [ENGLISH[3]] * 5]
     with NerClient(server.grpc_url) as client:
         answers = [client.extract(texts) for texts in requests]
@@ -105,7 +120,7 @@ def test_entity_counts_and_histograms_match_what_the_client_got(server: ServerSe
 
 
 def _phase(server: ServerSettings, texts: list[str], repeat: int) -> tuple[QualitySamples, QualitySamples]:
-    before = _scrape(server)
+    before = _quiet(server)
     with NerClient(server.grpc_url) as client:
         for _ in range(repeat):
             client.extract(texts)

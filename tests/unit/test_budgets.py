@@ -157,6 +157,34 @@ def test_fused_ner_admits_cheapest_first_answers_them_first_and_refuses_what_the
     assert roomy.try_acquire() is not None, "every slot is released after the batch"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("limits", [Limits(), Limits(max_length=32, stride=8, max_tokens=400, bulk_tokens=100)])
+def test_a_batch_of_small_requests_is_told_apart_before_tokenizing(tiny_build: TinyBuild, limits: Limits) -> None:
+    """``all_small`` (the adapter then returns every response at once) bounds a request's sub-tokens from its bytes
+    and texts; whatever it calls small stays out of the bulk lane once tokenized."""
+    import random
+
+    from ner_triton.runtime.fused import FusedNer
+
+    version = next(p for p in sorted((tiny_build.repository / "ner").iterdir()) if p.is_dir())
+    ner = FusedNer(version, limits, threads=1, slots=Slots("small-test", 1))
+    rng = random.Random(7)
+    words = ["Maria", "visited", "Madrid", ".", "ACME", "Corp", "x", "Ünïcødé", "2024-03-14", "!", "the", "cheese"]
+    small = 0
+    for _ in range(300):
+        most = rng.choice([limits.bulk_tokens // 40, limits.bulk_tokens // 10])  # around the bound and past it
+        texts = [" ".join(rng.choices(words, k=rng.randint(1, most))) for _ in range(rng.randint(1, 6))]
+        request = _texts(*texts).reshape(-1, 1)
+        if ner.all_small([request]):
+            small += 1
+            tokens = sum(int(w[ATTENTION_MASK].sum()) for w in ner.pre.encode_each(texts))
+            assert tokens <= limits.bulk_tokens, (tokens, texts)
+    assert small > 30, "the bound must not call everything large"
+    assert ner.all_small([_texts("Maria visited Madrid.").reshape(-1, 1)])
+    assert not ner.all_small([_texts("the cheese " * 500).reshape(-1, 1)])
+    assert not ner.all_small([np.array([[1.5]])]), "not text: the careful path, which names the error"
+
+
 def test_activity_sees_which_other_instances_run_a_batch(tmp_path: Path) -> None:
     """The host-wide record behind ``threads_alone``: an instance inside ``running()`` is busy for the others,
     and a dead process's file is dropped."""

@@ -17,6 +17,8 @@ import tomllib
 import yaml
 from packaging.utils import canonicalize_name
 
+from ner_triton.serving.server import RATE_LIMIT
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
@@ -109,6 +111,7 @@ def test_triton_services_are_hardened_and_restricted(rendered: dict[str, dict[st
         assert f"--grpc-restricted-protocol=model-repository,shared-memory,logging,trace:ner-admin-key={key}" in cmd
         assert f"--http-restricted-api=model-repository,shared-memory,logging,trace:ner-admin-key={key}" in cmd
         assert "--model-repository=/models" in cmd and "--metrics-config=summary_latencies=true" in cmd
+        assert RATE_LIMIT in cmd, "the first-choice instance of ner needs the rate limiter"
         assert "/v2/health/ready" in " ".join(svc["healthcheck"]["test"])
         assert svc["shm_size"], "the python backend needs shared memory"
         assert sorted(ports(svc)) == [("127.0.0.1", p, p) for p in (8000, 8001, 8002)]
@@ -325,7 +328,7 @@ def test_cpu_profile_serves_the_one_step_ner_per_cpu(instances: str | None, tmp_
     """Issue 21: the compose cpu profile's repository holds the one-step python `ner` with the instance setting
     (NER_INSTANCES; default auto: the CPUs the container may use), and the server starts on it unchanged."""
     from ner_triton.cpus import available_cpus
-    from ner_triton.repository.model_configs import parse_pbtxt
+    from ner_triton.repository.model_configs import instances_of, parse_pbtxt
     from ner_triton.runtime.limits import Limits
     from ner_triton.serving.entrypoint import rewrite_command
 
@@ -340,7 +343,7 @@ def test_cpu_profile_serves_the_one_step_ner_per_cpu(instances: str | None, tmp_
     _write_repository(repository, {"NER_INSTANCES": writer["environment"]["NER_INSTANCES"]})
     ner = parse_pbtxt((repository / "ner" / "config.pbtxt").read_text())
     assert ner.backend == "python" and not ner.HasField("ensemble_scheduling"), "`ner` is the one-step python model"
-    assert ner.instance_group[0].count == want + Limits().bulk_slots  # one per CPU, one per bulk slot
+    assert instances_of(ner) == want + Limits().bulk_slots  # one per CPU, one per bulk slot
     assert "ner_triton.runtime.adapters" in (repository / "ner" / "1" / "model.py").read_text()
 
     # The server image's entrypoint, then the compose command, on that repository: the counts agree, so Triton
@@ -352,10 +355,7 @@ def test_cpu_profile_serves_the_one_step_ner_per_cpu(instances: str | None, tmp_
     view = tmp_path / "view"
     out = rewrite_command(command, {"NER_INSTANCES": str(want + 1), "NER_REPOSITORY_VIEW": str(view)})
     assert f"--model-repository={view}" in out
-    assert (
-        parse_pbtxt((view / "ner" / "config.pbtxt").read_text()).instance_group[0].count
-        == want + 1 + Limits().bulk_slots
-    )
+    assert instances_of(parse_pbtxt((view / "ner" / "config.pbtxt").read_text())) == want + 1 + Limits().bulk_slots
 
 
 def test_tls_override_adds_only_tls_to_the_servers(tmp_path: Path) -> None:

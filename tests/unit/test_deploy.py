@@ -31,6 +31,7 @@ import yaml
 
 from ner_triton.loadtest.metrics import COUNTERS
 from ner_triton.runtime.limits import Limits
+from ner_triton.serving.server import RATE_LIMIT
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -107,6 +108,7 @@ REQUIRED_ARGS = (
     "--http-restricted-api=model-repository,shared-memory,logging,trace:ner-admin-key=$(TRITON_ADMIN_KEY)",
     "--metrics-config=summary_latencies=true",
     "--allow-cpu-metrics=true",
+    RATE_LIMIT,  # the first-choice instance of `ner` (model_configs.first_choice_groups)
     "--exit-timeout-secs=30",
 )
 
@@ -931,7 +933,7 @@ def check_one_step_ner_per_cpu(deployment: dict[str, Any], repository: Path, vie
     """The server of ``deployment``, started as Kubernetes starts it on a python-layout repository (the one the
     build writes, `ner` = the one-step python model): the entrypoint gives `ner` one instance per CPU of the
     container's limit, which equals its request. Returns that count."""
-    from ner_triton.repository.model_configs import RepositorySettings, parse_pbtxt
+    from ner_triton.repository.model_configs import RepositorySettings, instances_of, parse_pbtxt
     from ner_triton.repository.render import write_configs
     from ner_triton.serving.entrypoint import rewrite_command
     from ner_triton.variants import Layout
@@ -952,7 +954,7 @@ def check_one_step_ner_per_cpu(deployment: dict[str, Any], repository: Path, vie
     served = Path(next(a for a in command if a.startswith("--model-repository=")).split("=", 1)[1])
     ner = parse_pbtxt((served / "ner" / "config.pbtxt").read_text())
     assert ner.backend == "python" and not ner.HasField("ensemble_scheduling"), "`ner` is the one-step python model"
-    assert ner.instance_group[0].count == count + Limits().bulk_slots  # one per CPU, one per bulk slot
+    assert instances_of(ner) == count + Limits().bulk_slots  # one per CPU, one per bulk slot
     return count
 
 

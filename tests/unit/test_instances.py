@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tritonclient.grpc import model_config_pb2 as mc
 
 from ner_triton.cpus import (
     available_cpus,
@@ -22,7 +23,16 @@ from ner_triton.cpus import (
     threads_from_env,
 )
 from ner_triton.errors import ConfigError
-from ner_triton.repository.model_configs import RepositorySettings, fused_config, parse_pbtxt, to_pbtxt
+from ner_triton.repository.model_configs import (
+    SPARE_PRIORITY,
+    RepositorySettings,
+    first_choice_groups,
+    fused_config,
+    instances_of,
+    parse_pbtxt,
+    to_pbtxt,
+    with_instances,
+)
 from ner_triton.repository.render import write_configs
 from ner_triton.runtime.limits import Limits
 from ner_triton.serving.entrypoint import fused_instances, rewrite_command, served_repository, server_environment
@@ -118,9 +128,47 @@ def test_repository_writer_applies_ner_instances_only_when_set(monkeypatch: pyte
     default = fused_config(RepositorySettings())
     # one instance per CPU plus one per bulk slot (runtime.limits): the committed files stay unchanged
     bulk = Limits().bulk_slots
-    assert default.instance_group[0].count == RepositorySettings().batching.instances + bulk
+    assert instances_of(default) == RepositorySettings().batching.instances + bulk
     monkeypatch.setenv("NER_INSTANCES", "6")
-    assert fused_config(RepositorySettings()).instance_group[0].count == 6 + bulk
+    assert instances_of(fused_config(RepositorySettings())) == 6 + bulk
+
+
+def test_ner_has_one_first_choice_instance_and_spares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One request at a time goes to the same warm process: Triton's rate limiter (the server runs with
+    RATE_LIMIT) takes the free instance of lowest executions x priority, so the first-choice instance runs until it
+    has done SPARE_PRIORITY times a spare's executions - or is busy, when a spare takes the batch."""
+    monkeypatch.delenv("NER_INSTANCES", raising=False)
+    first, spares = fused_config(RepositorySettings()).instance_group
+    assert (first.count, first.rate_limiter.priority) == (1, 1)
+    assert (spares.count, spares.rate_limiter.priority) == (
+        RepositorySettings().batching.instances + Limits().bulk_slots - 1,
+        SPARE_PRIORITY,
+    )
+    assert {first.kind, spares.kind} == {mc.ModelInstanceGroup.KIND_CPU}
+    (alone,) = first_choice_groups(1)  # no spares, no empty group (Triton refuses count 0)
+    assert alone.count == 1
+    with pytest.raises(ConfigError, match="instance count 0"):
+        with_instances(fused_config(RepositorySettings()), 0)
+
+
+def test_a_repository_written_before_the_first_choice_instance_gets_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config with one plain group of the right count (written before the priorities) is served through a view
+    with the first-choice groups, not as it is."""
+    repo = write_configs(RepositorySettings(ner_instances=None), tmp_path / "models", Layout.PYTHON)
+    path = repo / "ner" / "config.pbtxt"
+    old = parse_pbtxt(path.read_text())
+    del old.instance_group[:]
+    old.instance_group.add(count=2 + Limits().bulk_slots, kind=mc.ModelInstanceGroup.KIND_CPU)
+    path.write_text(to_pbtxt(old))
+    view = tmp_path / "view"
+    with caplog.at_level("WARNING"):
+        assert served_repository(repo, 2, view) == view
+    assert "not as one first-choice instance and spares" in caplog.text, "the log says why, not 'N wanted, N there'"
+    assert list(parse_pbtxt((view / "ner" / "config.pbtxt").read_text()).instance_group) == first_choice_groups(
+        2 + Limits().bulk_slots
+    )
 
 
 @pytest.fixture
@@ -142,7 +190,7 @@ def test_entrypoint_serves_a_view_with_the_count(repository: Path, tmp_path: Pat
     out = rewrite_command(command, {"NER_INSTANCES": "5", "NER_REPOSITORY_VIEW": str(view)})
     assert out == ["tritonserver", f"--model-repository={view}", "--model-control-mode=explicit"]
     cfg = parse_pbtxt((view / "ner" / "config.pbtxt").read_text())
-    assert cfg.instance_group[0].count == 5 + Limits().bulk_slots and cfg.backend == "python"
+    assert instances_of(cfg) == 5 + Limits().bulk_slots and cfg.backend == "python"
     # everything else is the mounted repository itself (links), the original untouched
     assert (view / "ner" / "1").resolve() == (repository / "ner" / "1").resolve()
     assert (view / "ner" / "1" / "model.onnx").read_bytes() == b"weights"
@@ -150,7 +198,8 @@ def test_entrypoint_serves_a_view_with_the_count(repository: Path, tmp_path: Pat
     assert fused_instances(repository) == 2 + Limits().bulk_slots
     # the rest of the config is the repository's, field for field
     original = parse_pbtxt((repository / "ner" / "config.pbtxt").read_text())
-    original.instance_group[0].count = 5 + Limits().bulk_slots
+    del original.instance_group[:]
+    original.instance_group.extend(first_choice_groups(5 + Limits().bulk_slots))
     assert to_pbtxt(cfg) == to_pbtxt(original)
 
 
@@ -220,7 +269,7 @@ def test_writer_and_entrypoint_apply_the_sweeps_threads(tmp_path: Path, monkeypa
     monkeypatch.setenv("NER_SWEEP", str(here))
     monkeypatch.delenv("NER_ORT_THREADS", raising=False)
     cfg = fused_config(RepositorySettings())
-    assert cfg.instance_group[0].count == 1 + Limits().bulk_slots and cfg.parameters["threads"].string_value == "2"
+    assert instances_of(cfg) == 1 + Limits().bulk_slots and cfg.parameters["threads"].string_value == "2"
     assert server_environment({"NER_SWEEP": str(here)})["NER_ORT_THREADS"] == "2"
     assert server_environment({"NER_SWEEP": str(here), "NER_ORT_THREADS": "1"})["NER_ORT_THREADS"] == "1"
     assert "NER_ORT_THREADS" not in server_environment({"NER_SWEEP": str(here), "NER_INSTANCES": "3"})

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +120,6 @@ class Run:
     client_cpu_pct: float
     triton: dict[str, Any] | None = None
     steal_pct: float | None = None  # CPU time the hypervisor gave to other guests during the run (/proc/stat)
-    # each request's time in ms, in the order the requests were cut from the texts (one text per request at one
-    # client: the texts' order; the engine peer keeps none); for pairing two peers text by text, not in the report
-    latencies_ms: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def client_cpu_s(self) -> float:
@@ -130,9 +127,7 @@ class Run:
         return round(self.client_cpu_pct * self.seconds / 100, 3)
 
     def as_dict(self) -> dict[str, Any]:
-        out = {**asdict(self), "client_cpu_s": self.client_cpu_s}
-        del out["latencies_ms"]
-        return out
+        return {**asdict(self), "client_cpu_s": self.client_cpu_s}
 
 
 def host_cpu_times() -> list[int] | None:
@@ -160,7 +155,7 @@ def _cpu_seconds() -> float:
 
 
 def _ms(latencies: Sequence[float]) -> tuple[float, ...]:
-    """Seconds to milliseconds, once per run (the percentiles and the pairing read the same values)."""
+    """Seconds to milliseconds."""
     return tuple(t * 1000.0 for t in latencies)
 
 
@@ -187,10 +182,9 @@ def run_batches(fn: Callable[[list[str]], object], texts: Sequence[str], batch_s
         latencies.append(time.perf_counter() - t)
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
-    ms = _ms(latencies)
     return Run(batch_size, 1, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
-               *_percentiles(ms), round(100 * cpu / seconds, 1),
-               steal_pct=steal_pct(host0, host_cpu_times()), latencies_ms=ms)  # fmt: skip
+               *_percentiles(_ms(latencies)), round(100 * cpu / seconds, 1),
+               steal_pct=steal_pct(host0, host_cpu_times()))  # fmt: skip
 
 
 class InProcessOrt:
@@ -249,7 +243,6 @@ def run_engine(engine: OrtEngine, texts: Sequence[str], batch_size: int, warmup:
         latencies.append(time.perf_counter() - t)
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
-    # its requests are windows sorted by sub-tokens, not the texts in order: no per-request times to pair
     return Run(batch_size, 1, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
                *_percentiles(_ms(latencies)), round(100 * cpu / seconds, 1),
                steal_pct=steal_pct(host0, host_cpu_times()))  # fmt: skip
@@ -329,4 +322,4 @@ def run_grpc(
     }
     ms = _ms(latencies)
     return Run(texts_per_request, concurrency, len(texts), round(seconds, 3), round(len(texts) / seconds, 1),
-               *_percentiles(ms), round(100 * cpu / seconds, 1), triton, steal_pct(host0, host1), ms)  # fmt: skip
+               *_percentiles(ms), round(100 * cpu / seconds, 1), triton, steal_pct(host0, host1))  # fmt: skip

@@ -91,6 +91,26 @@ class FusedNer:
         self.observer: Observer | None = None  # quality signals; the adapter sets it after the warm-up
         self([np.array([WARMUP_TEXT.encode()], dtype=np.object_)])  # first-run allocations before traffic
 
+    def all_small(self, requests: Sequence[np.ndarray]) -> bool:
+        """True when no request of the batch can reach the bulk lane, so none needs its answer ahead of the others.
+
+        Decided from sizes alone, before any tokenizing: a sub-token covers at least one byte of text, each window
+        adds two special tokens, and each extra window of a text needs ``max_length - 2 - stride`` new sub-tokens
+        and repeats ``stride`` of the last. So ``b`` bytes in ``n`` texts make at most ``b + 2n + b * (stride + 2) /
+        (max_length - 2 - stride)`` sub-tokens; every request's bound must stay within ``bulk_tokens`` (and its bytes
+        within ``bulk_bytes``)."""
+        lim = self.limits
+        step = max(1, lim.max_length - 2 - lim.stride)
+        for raw in requests:
+            flat = raw.reshape(-1) if raw.dtype == np.object_ else raw
+            if not all(isinstance(x, bytes) for x in flat):
+                return False
+            size = sum(len(x) for x in flat)
+            bound = size + 2 * len(flat) + -(-size * (lim.stride + 2) // step)
+            if size > lim.bulk_bytes or bound > lim.bulk_tokens:
+                return False
+        return True
+
     def __call__(self, requests: Sequence[np.ndarray], send: Send | None = None) -> list[Result]:
         """``requests[i]`` is a TEXT tensor (``[n]`` or ``[n, 1]`` bytes); its result is ENTITIES of the same
         shape (one JSON array per text), or the error that request gets. Each result is handed to ``send(i,

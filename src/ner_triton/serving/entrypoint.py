@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING
 from ner_triton.cpus import AUTO, INSTANCES_ENV, THREADS_ENV, instance_count, sweep_choice
 from ner_triton.errors import ConfigError
 from ner_triton.logs import setup_logging
-from ner_triton.repository.model_configs import bulk_lane_instances, parse_pbtxt, to_pbtxt, with_instances
+from ner_triton.repository.model_configs import (
+    bulk_lane_instances,
+    cpu_groups_only,
+    first_choice_groups,
+    instances_of,
+    parse_pbtxt,
+    to_pbtxt,
+    with_instances,
+)
 from ner_triton.schema import ENSEMBLE
 
 if TYPE_CHECKING:
@@ -48,7 +56,7 @@ def fused_config(repository: Path) -> mc.ModelConfig | None:
     if not path.is_file():
         return None
     cfg = parse_pbtxt(path.read_text(encoding="utf-8"))
-    if cfg.backend != "python" or len(cfg.instance_group) != 1:
+    if cfg.backend != "python" or not cpu_groups_only(cfg):
         return None
     return cfg
 
@@ -56,7 +64,7 @@ def fused_config(repository: Path) -> mc.ModelConfig | None:
 def fused_instances(repository: Path) -> int | None:
     """The instance count of the repository's one-step python ``ner``; None where ``ner`` is not that model."""
     cfg = fused_config(repository)
-    return None if cfg is None else int(cfg.instance_group[0].count)
+    return None if cfg is None else instances_of(cfg)
 
 
 def repository_view(repository: Path, count: int, view: Path) -> Path:
@@ -80,20 +88,26 @@ def repository_view(repository: Path, count: int, view: Path) -> Path:
 
 def served_repository(repository: Path, count: int, view: Path) -> Path:
     """The repository the server should read: ``repository`` itself when ``ner`` is not the python model or
-    already has ``count`` instances for its CPUs (plus its bulk-lane instances: ``bulk_lane_instances``), else a
-    view of it with that count (:func:`repository_view`)."""
+    already has ``count`` instances for its CPUs (plus its bulk-lane instances: ``bulk_lane_instances``) as one
+    first-choice instance and spares (``first_choice_groups``), else a view of it with those
+    (:func:`repository_view`)."""
     cfg = fused_config(repository) if repository.is_dir() else None
     if cfg is None:
         return repository
-    current = int(cfg.instance_group[0].count)
+    current = instances_of(cfg)
     count += bulk_lane_instances(cfg)
-    if current == count:
+    if list(cfg.instance_group) == first_choice_groups(count):
         return repository
+    if current == count:
+        why = f"ner: {count} instances in {repository} but not as one first-choice instance and spares (written before"
+        why += " them, or by hand)"
+    else:
+        why = f"ner: {current} instances in {repository}, {count} wanted here ({INSTANCES_ENV} or the CPUs this "
+        why += "container may use)"
     log.warning(
-        "ner: %d instances in %s, %d wanted here (%s or the CPUs this container may use): serving a view with %d "
-        "from %s. A new ner version written to the repository reaches this server at its next start; write the "
-        "repository with %s=%d to roll it out without restarts.",
-        current, repository, count, INSTANCES_ENV, count, view, INSTANCES_ENV, count,
+        "%s: serving a view with %d from %s. A new ner version written to the repository reaches this server at "
+        "its next start; write the repository with %s=%d to roll it out without restarts.",
+        why, count, view, INSTANCES_ENV, count,
     )  # fmt: skip
     return repository_view(repository, count, view)
 

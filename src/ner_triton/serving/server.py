@@ -40,6 +40,10 @@ GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 # model-repository, statistics, trace, logging). With a key these need the admin header; the rest stay open.
 RESTRICTED = "model-repository,shared-memory,logging,trace"
 MODEL_CONTROL_MODES = ("poll", "none", "explicit")
+# Triton's rate limiter, for the instance priorities of the one-step ``ner`` (model_configs.first_choice_groups): a
+# batch goes to the free instance with the lowest executions x priority. Without resources in any config it never
+# holds a batch back. Every server command of the project carries it (compose, Kubernetes, Helm: tests/unit).
+RATE_LIMIT = "--rate-limit=execution_count"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -325,6 +329,7 @@ class TritonServer:
                 if s.admin_key
                 else []
             ),
+            RATE_LIMIT,
             "--allow-metrics=true",
             "--allow-cpu-metrics=true",
             "--exit-timeout-secs=5",
