@@ -229,6 +229,25 @@ SERVER_BUSY = "server busy:"  # how our steps start the message of a large reque
 RESTRICTED_PROTOCOL = "This protocol is restricted"
 
 
+def error_message(exc: Exception) -> str:
+    """The message of a tritonclient exception (its ``message()``), else its text."""
+    return getattr(exc, "message", lambda: str(exc))() or str(exc)
+
+
+def server_answered(exc: Exception) -> bool:
+    """Whether the error's message shows that a server answered (Triton's request-id prefix, a refusal for a
+    missing header, our steps' "server busy"): then no connectivity probe is needed to read an UNAVAILABLE."""
+    message = error_message(exc)
+    return any(mark in message for mark in (SERVER_ANSWERED, SERVER_BUSY, RESTRICTED_PROTOCOL))
+
+
+def needs_probe(exc: Exception) -> bool:
+    """An UNAVAILABLE its message does not explain: only then is the channel probed (``channel_connected``; the
+    Locust user: a health call) to tell "shed" from "no server" - a wait that is not needed where the message
+    already says a server answered."""
+    return status_code(exc) is grpc.StatusCode.UNAVAILABLE and not server_answered(exc)
+
+
 def translate_error(
     exc: Exception, url: str, model: str, timeout_s: float | None, connected: bool | None = None
 ) -> ClientError:
@@ -237,7 +256,7 @@ def translate_error(
     ``connected``: whether the channel reached the server, which splits ``UNAVAILABLE`` into "the server
     answered but shed the request" (True) and "no server answers" (False or unknown)."""
     code = status_code(exc)
-    message = getattr(exc, "message", lambda: str(exc))() or str(exc)
+    message = error_message(exc)
     if code is grpc.StatusCode.UNAVAILABLE and RESTRICTED_PROTOCOL in message:
         return AccessDeniedError(
             f"{model} at {url} refused the call ({message}): Triton restricts this protocol to callers that send "
@@ -246,7 +265,7 @@ def translate_error(
     if code is grpc.StatusCode.UNAVAILABLE:
         # Triton's own errors carry its request-id prefix: that UNAVAILABLE came from a server that answered
         # (a full queue or a queue timeout), even when the connectivity probe was too slow to say so under load.
-        if connected or SERVER_ANSWERED in message or SERVER_BUSY in message:
+        if connected or server_answered(exc):
             return OverloadedError(
                 f"{model} at {url} answered UNAVAILABLE ({message}): it shed the request (queue full or timed "
                 "out, restarting) or expects a header; retry with backoff (RetryPolicy) or add capacity."
@@ -479,7 +498,7 @@ class NerClient(_Base):
             except self._mod.InferenceServerException as exc:
                 delay = self.retry.delay(attempt)
                 if self._give_up(exc, attempt, delay, deadline):
-                    connected = self._connected() if status_code(exc) is grpc.StatusCode.UNAVAILABLE else None
+                    connected = self._connected() if needs_probe(exc) else None
                     raise translate_error(exc, self.url, self.model, self.timeout_s, connected) from exc
                 time.sleep(delay)
                 attempt += 1
@@ -600,7 +619,7 @@ class AsyncNerClient(_Base):
             except self._mod.InferenceServerException as exc:
                 delay = self.retry.delay(attempt)
                 if self._give_up(exc, attempt, delay, deadline):
-                    connected = self._connected() if status_code(exc) is grpc.StatusCode.UNAVAILABLE else None
+                    connected = self._connected() if needs_probe(exc) else None
                     raise translate_error(exc, self.url, self.model, self.timeout_s, connected) from exc
                 await asyncio.sleep(delay)
                 attempt += 1

@@ -7,6 +7,7 @@ A throwaway CA made with openssl here, as tests/integration/test_client_transpor
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
@@ -29,6 +30,7 @@ from support import TinyBuild
 
 pytestmark = [pytest.mark.integration]
 
+log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 
@@ -133,7 +135,15 @@ def _locust(deployed: Deployed, prefix: Path, env: dict[str, str], *extra: str) 
         *extra,
     ]  # fmt: skip
     full = {k: v for k, v in os.environ.items() if not k.startswith(("NER_GRPC", "NER_TLS", "NER_HEADERS"))}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env={**full, **env})
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT, env={**full, **env})
+    except subprocess.TimeoutExpired as exc:
+        # Seen about once in 20 runs here: a 5 s Locust run records no call and never exits (gRPC's gevent mode;
+        # docs/not-done.md). Once more, so that only a repeated hang fails the test, and it is logged.
+        tail = (exc.stderr or b"")[-1500:]
+        text = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        log.warning("locust %s did not exit within 60 s; running it once more. Its log ended: %s", prefix.name, text)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT, env={**full, **env})
 
 
 def test_locust_user_speaks_tls_with_headers(deployed: Deployed, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from ner_triton.client import (
     Tls,
     channel_args,
     check_headers,
+    needs_probe,
     status_code,
     translate_error,
 )
@@ -92,6 +93,24 @@ def test_a_restricted_protocol_refusal_is_access_denied_not_overload() -> None:
     message = "This protocol is restricted, expecting header 'triton-grpc-protocol-ner-admin-key'"
     err = translate_error(FakeError("StatusCode.UNAVAILABLE", message), "127.0.0.1:8001", "ner", 5.0, True)
     assert type(err) is AccessDeniedError and "send the header" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "probe"),
+    [
+        ("StatusCode.UNAVAILABLE", "This protocol is restricted, expecting header 'triton-grpc-protocol-x'", False),
+        ("StatusCode.UNAVAILABLE", "[request id: <id_unknown>] Exceeds maximum queue size", False),
+        ("StatusCode.UNAVAILABLE", "server busy: the bulk lane is taken", False),
+        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", True),
+        ("StatusCode.INVALID_ARGUMENT", "failed to connect to all addresses", False),
+    ],
+)
+def test_the_channel_is_probed_only_for_an_unavailable_its_message_does_not_explain(
+    status: str, message: str, probe: bool
+) -> None:
+    """The Locust user and NerClient probe the channel (a gRPC future: it has hung under gevent) only when the
+    message cannot tell a server that answered from no server."""
+    assert needs_probe(FakeError(status, message)) is probe
 
 
 @pytest.mark.parametrize("message", ["Request timeout expired", "failed to connect to all addresses", "deadline"])

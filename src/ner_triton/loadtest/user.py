@@ -18,10 +18,9 @@ from locust import User, constant, events, task
 grpc_gevent.init_gevent()
 
 import gevent  # noqa: E402
-import grpc  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 
-from ner_triton.client import channel_connected, status_code, text_inputs, text_rank, translate_error  # noqa: E402
+from ner_triton.client import needs_probe, server_answered, text_inputs, text_rank, translate_error  # noqa: E402
 from ner_triton.loadtest import metrics  # noqa: E402
 from ner_triton.loadtest.slo import Slo, check  # noqa: E402
 from ner_triton.loadtest.texts import TextPool  # noqa: E402
@@ -111,6 +110,21 @@ def _on_quit(environment: Any, **_: Any) -> None:
                  100 * slo.max_error_rate)  # fmt: skip
 
 
+PROBE_TIMEOUT_S = 0.5
+
+
+def server_answers(client: Any, headers: dict[str, str] | None) -> bool:
+    """Whether a server answers this user's channel: a health call with a short deadline (an answer, or an error that
+    a server sent, counts). An ordinary call, so it yields to the other users like every gRPC call here - unlike
+    the client's channel-state future (``client.channel_connected``), which has been seen to hang a user under
+    gevent, and with it Locust's exit."""
+    try:
+        client.is_server_live(headers=headers, client_timeout=PROBE_TIMEOUT_S)
+    except grpcclient.InferenceServerException as exc:
+        return server_answered(exc)
+    return True
+
+
 class NerGrpcUser(User):
     """Closed-loop user: sends a sentence (or sometimes a long document), waits for the answer, repeats."""
 
@@ -140,7 +154,10 @@ class NerGrpcUser(User):
         try:
             if self.rank is None:
                 headers = self.transport.call_headers
-                self.rank = text_rank(self.client.get_model_metadata(self.model, headers=headers, as_json=True))
+                meta = self.client.get_model_metadata(
+                    self.model, headers=headers, as_json=True, client_timeout=self.timeout_s
+                )
+                self.rank = text_rank(meta)
             inputs = text_inputs(grpcclient, [text], self.rank)
             result = self.client.infer(
                 self.model, inputs, client_timeout=self.timeout_s, headers=self.transport.call_headers
@@ -148,7 +165,7 @@ class NerGrpcUser(User):
             size = sum(len(x) for x in result.as_numpy(ENTITIES).reshape(-1))
         except grpcclient.InferenceServerException as exc:
             # a message that names the fix; UNAVAILABLE is "shed" when the channel is up, "no server" when not
-            connected = channel_connected(self.client) if status_code(exc) is grpc.StatusCode.UNAVAILABLE else None
+            connected = server_answers(self.client, self.transport.call_headers) if needs_probe(exc) else None
             error = translate_error(exc, self.url, self.model, self.timeout_s, connected)
         except Exception as exc:  # every failure is recorded, whatever raised it
             error = exc
