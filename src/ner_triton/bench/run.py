@@ -277,8 +277,8 @@ def bench(settings: BenchSettings, command: str = "make bench") -> Path:
         """``ner``'s goal measurements, alternating with their references (bench.side_by_side)."""
         if reference is not None:
             side["one_at_a_time"] = one_at_a_time(server.grpc_url, reference, texts).summary()
-        if engine is not None and runs.get("ort_engine"):
-            best = max(runs["ort_engine"], key=lambda r: r.throughput_sps).batch_size
+        if engine is not None:  # set together with runs["ort_engine"]
+            best = summarize(runs["ort_engine"])["best_batch_size"]
             clients = max(c for c in (1, *settings.concurrency) if c <= settings.max_texts_in_flight)
             side["saturation"] = saturation(server.grpc_url, engine, texts, clients, best)
 

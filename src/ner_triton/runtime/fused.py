@@ -64,6 +64,12 @@ class _Request:
         self.tokens = sum(int(t[ATTENTION_MASK].sum()) for t in self.texts)
 
 
+def _sized(raw: np.ndarray) -> tuple[np.ndarray, int]:
+    """A TEXT tensor's texts in a flat array, and their bytes (what is not bytes counts 0: ``_prepare`` names it)."""
+    flat = raw.reshape(-1) if raw.dtype == np.object_ else raw
+    return flat, sum(len(x) for x in flat if isinstance(x, bytes))
+
+
 class FusedNer:
     """Tokenize, run and decode the texts of many requests at once; one result (or error) per request."""
 
@@ -102,10 +108,9 @@ class FusedNer:
         lim = self.limits
         step = max(1, lim.max_length - 2 - lim.stride)
         for raw in requests:
-            flat = raw.reshape(-1) if raw.dtype == np.object_ else raw
+            flat, size = _sized(raw)
             if not all(isinstance(x, bytes) for x in flat):
                 return False
-            size = sum(len(x) for x in flat)
             bound = size + 2 * len(flat) + -(-size * (lim.stride + 2) // step)
             if size > lim.bulk_bytes or bound > lim.bulk_tokens:
                 return False
@@ -127,8 +132,7 @@ class FusedNer:
         small: list[tuple[int, tuple[int, ...], np.ndarray]] = []
         large: list[tuple[int, tuple[int, ...], np.ndarray]] = []
         for r, raw in enumerate(requests):
-            flat = raw.reshape(-1) if raw.dtype == np.object_ else raw
-            size = sum(len(x) for x in flat if isinstance(x, bytes))
+            flat, size = _sized(raw)
             (large if size > self.limits.bulk_bytes else small).append((r, raw.shape, flat))
         # short requests first: prepared, admitted and answered before any large one is even tokenized
         used, admitted = self._admit([self._try(done, self._prepare, *q) for q in small], 0, done)
